@@ -1,0 +1,64 @@
+"""Segmentation losses: cross-entropy, Dice and their sum, all honouring the ignore id."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOSSES = ("ce", "dice", "ce+dice")
+
+
+class DiceLoss(nn.Module):
+    """Soft multi-class Dice (1 - mean Dice over classes present in batch or prediction)."""
+
+    def __init__(self, *, ignore_index: int = 255, smooth: float = 1.0):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.smooth = smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        n, c = logits.shape[:2]
+        valid = (target != self.ignore_index)
+        prob = logits.float().softmax(1) * valid.unsqueeze(1)
+        onehot = F.one_hot(target.clamp(0, c - 1).long(), c).permute(0, 3, 1, 2).float() * valid.unsqueeze(1)
+        inter = (prob * onehot).sum((0, 2, 3))
+        denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+        dice = (2 * inter + self.smooth) / (denom + self.smooth)
+        present = onehot.sum((0, 2, 3)) > 0
+        return 1 - (dice[present].mean() if present.any() else dice.mean())
+
+
+class SegmentationLoss(nn.Module):
+    """'ce', 'dice' or 'ce+dice' (sum, Dice weighted by dice_weight)."""
+
+    def __init__(self, kind: str = "ce", *, ignore_index: int = 255, class_weights=None,
+                 dice_weight: float = 1.0):
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"unknown loss '{kind}'; choose one of {list(LOSSES)}")
+        self.kind = kind
+        w = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.ce = nn.CrossEntropyLoss(weight=w, ignore_index=ignore_index)
+        self.dice = DiceLoss(ignore_index=ignore_index)
+        self.dice_weight = dice_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.long()
+        loss = logits.new_zeros(())
+        if "ce" in self.kind:
+            loss = loss + self.ce(logits.float(), target)
+        if "dice" in self.kind:
+            loss = loss + self.dice_weight * self.dice(logits, target)
+        return loss
+
+
+def class_weights_from_counts(counts: np.ndarray, *, method: str = "enet", c: float = 1.1) -> np.ndarray:
+    """Class weights from pixel counts: ENet's 1/ln(c + p) or median-frequency balancing."""
+    freq = counts / max(counts.sum(), 1)
+    if method == "enet":
+        return (1.0 / np.log(c + freq)).astype(np.float32)
+    if method == "median":
+        med = np.median(freq[freq > 0])
+        return np.where(freq > 0, med / np.maximum(freq, 1e-12), 0).astype(np.float32)
+    raise ValueError(f"unknown class weight method '{method}'; choose enet or median")

@@ -1,0 +1,198 @@
+"""Model builders by name; every model maps an NCHW float image to NCHW logits.
+
+torchvision's segmentation builders are used where they exist (LR-ASPP,
+DeepLabV3, FCN); U-Net, which torchvision lacks, is a compact implementation
+here. No builder downloads weights: models start from scratch or from one of
+our checkpoints.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.models import segmentation as tv_seg
+
+DEFAULT_ARCH = "lraspp_mobilenet_v3_large"
+
+
+class UnknownModelError(ValueError):
+    """A model name or argument that no builder accepts."""
+
+
+class LogitsOnly(nn.Module):
+    """Wrap a torchvision segmentation model so forward returns the 'out' logits only.
+
+    The auxiliary head (when built) is still trained: `forward_train` returns both.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)["out"]
+
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(self.net(x))
+
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.net.backbone]
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.net.classifier]
+
+
+def _set_dropout(module: nn.Module, p: float | None) -> None:
+    if p is None:
+        return
+    for m in module.modules():
+        if isinstance(m, (nn.Dropout, nn.Dropout2d)):
+            m.p = float(p)
+
+
+def lraspp_mobilenet_v3_large(*, num_classes: int, dropout: float | None = None) -> nn.Module:
+    """LR-ASPP on MobileNetV3-Large: the real-time default (about 3.2 M parameters).
+
+    dropout, when given, adds Dropout2d in front of both classifiers of the head.
+    """
+    net = tv_seg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+    if dropout:
+        head = net.classifier
+        head.low_classifier = nn.Sequential(nn.Dropout2d(dropout), head.low_classifier)
+        head.high_classifier = nn.Sequential(nn.Dropout2d(dropout), head.high_classifier)
+    return LogitsOnly(net)
+
+
+def deeplabv3(*, num_classes: int, backbone: str = "mobilenet_v3_large", aux_loss: bool = False,
+              dropout: float | None = None) -> nn.Module:
+    """DeepLabV3 (torchvision); backbone mobilenet_v3_large, resnet50 or resnet101."""
+    builders = {
+        "mobilenet_v3_large": tv_seg.deeplabv3_mobilenet_v3_large,
+        "resnet50": tv_seg.deeplabv3_resnet50,
+        "resnet101": tv_seg.deeplabv3_resnet101,
+    }
+    if backbone not in builders:
+        raise UnknownModelError(f"deeplabv3 backbone '{backbone}' unknown; choose one of {sorted(builders)}")
+    net = builders[backbone](weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+    _set_dropout(net, dropout)
+    return LogitsOnly(net)
+
+
+def fcn(*, num_classes: int, backbone: str = "resnet50", aux_loss: bool = False,
+        dropout: float | None = None) -> nn.Module:
+    """FCN (torchvision); backbone resnet50 or resnet101."""
+    builders = {"resnet50": tv_seg.fcn_resnet50, "resnet101": tv_seg.fcn_resnet101}
+    if backbone not in builders:
+        raise UnknownModelError(f"fcn backbone '{backbone}' unknown; choose one of {sorted(builders)}")
+    net = builders[backbone](weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+    _set_dropout(net, dropout)
+    return LogitsOnly(net)
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """U-Net (Ronneberger et al. 2015) with batch norm, bilinear upsampling and any input size."""
+
+    def __init__(self, *, num_classes: int, base_channels: int = 32, depth: int = 4,
+                 dropout: float = 0.1):
+        super().__init__()
+        chans = [base_channels * 2 ** i for i in range(depth + 1)]
+        self.encoder = nn.ModuleList([_conv_block(3, chans[0])] +
+                                     [_conv_block(chans[i], chans[i + 1]) for i in range(depth - 1)])
+        self.bottleneck = nn.Sequential(_conv_block(chans[depth - 1], chans[depth]), nn.Dropout2d(dropout))
+        self.decoder = nn.ModuleList(
+            [_conv_block(chans[i + 1] + chans[i], chans[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(chans[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+            x = nn.functional.max_pool2d(x, 2, ceil_mode=True)
+        x = self.bottleneck(x)
+        for block, skip in zip(self.decoder, reversed(skips)):
+            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self(x)}
+
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.encoder]
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.decoder, self.head]
+
+
+def unet(*, num_classes: int, base_channels: int = 32, depth: int = 4, dropout: float = 0.1) -> nn.Module:
+    return UNet(num_classes=num_classes, base_channels=base_channels, depth=depth, dropout=dropout)
+
+
+#: name -> (builder, short description). Aliases point at the same builder.
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "lraspp_mobilenet_v3_large": lraspp_mobilenet_v3_large,
+    "lraspp": lraspp_mobilenet_v3_large,
+    "unet": unet,
+    "deeplabv3": deeplabv3,
+    "fcn": fcn,
+}
+
+
+def canonical_name(name: str) -> str:
+    return "lraspp_mobilenet_v3_large" if name == "lraspp" else name
+
+
+def build_model(name: str, *, num_classes: int, **kwargs) -> nn.Module:
+    """Build a model by name; unknown names and arguments fail with the accepted ones."""
+    if name not in BUILDERS:
+        raise UnknownModelError(f"unknown model '{name}'; choose one of {sorted(BUILDERS)}")
+    builder = BUILDERS[name]
+    try:
+        return builder(num_classes=num_classes, **kwargs)
+    except TypeError as exc:
+        import inspect
+        accepted = [p for p in inspect.signature(builder).parameters if p != "num_classes"]
+        raise UnknownModelError(f"model '{name}' does not take {sorted(kwargs)}: {exc}; accepted: {accepted}") from None
+
+
+def train_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Main and (if built) auxiliary logits for the loss."""
+    if hasattr(model, "forward_train"):
+        return model.forward_train(x)
+    return {"out": model(x)}
+
+
+FREEZE_MODES = ("none", "encoder", "all_but_decoder")
+
+
+def apply_freeze(model: nn.Module, mode: str) -> list[nn.Module]:
+    """Freeze parameters for fine-tuning; returns the frozen modules (kept in eval mode by the trainer)."""
+    if mode not in FREEZE_MODES:
+        raise ValueError(f"unknown freeze mode '{mode}'; choose one of {list(FREEZE_MODES)}")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if mode == "none":
+        return []
+    if mode == "encoder":
+        frozen = list(model.encoder_modules())
+    else:
+        decoder_params = {id(p) for m in model.decoder_modules() for p in m.parameters()}
+        frozen = [m for m in model.modules() if len(list(m.children())) == 0
+                  and any(id(p) not in decoder_params for p in m.parameters(recurse=False))]
+    for m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return frozen
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,471 @@
+"""The training loop: data, augmentation, loss, optimiser, schedule, freezing,
+early stopping, checkpoints every epoch and resume.
+
+Everything is driven by a `TrainConfig`, which can come from YAML and/or
+command-line flags. The output folder holds `last.pt` (full training state,
+for --resume), `best.pt` (model checkpoint with metadata, best val mIoU) and
+`log.csv`/`log.json` (one row per epoch).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, ModelInfo, atomic_save, load_checkpoint, save_checkpoint
+from .classes import ClassTable
+from .datasets import DatasetError, LabelledFolder, open_dataset
+from .losses import SegmentationLoss, class_weights_from_counts
+from .metrics import confusion_matrix, scores
+from .models import FREEZE_MODES, apply_freeze, build_model, canonical_name, train_outputs
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalise, to_tensors, train_transform
+
+
+class ConfigError(ValueError):
+    """A training configuration with unknown keys or bad values."""
+
+
+@dataclass
+class TrainConfig:
+    """Every training option; YAML keys and --flags use these names."""
+
+    # data
+    layout: str = "camvid"
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    images: str | None = None          # generic layout
+    labels: str | None = None
+    classes: str | None = None
+    val_images: str | None = None
+    val_labels: str | None = None
+    max_images: int | None = None      # use only the first N training pairs (smoke runs)
+    # model
+    arch: str = "lraspp_mobilenet_v3_large"
+    backbone: str | None = None
+    dropout: float | None = None
+    init_from: str | None = None       # checkpoint to fine-tune from
+    freeze: str = "none"
+    # loss
+    loss: str = "ce"
+    class_weights: str = "none"        # none | enet | median
+    dice_weight: float = 1.0
+    aux_weight: float = 0.4
+    # optimisation
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"           # cosine | poly
+    warmup_epochs: float = 1.0
+    epochs: int = 100
+    batch_size: int = 8
+    time_budget_min: float | None = None  # stop (and schedule) by wall time instead of epochs
+    max_steps: int | None = None       # hard stop after N optimiser steps (smoke runs)
+    # augmentation
+    crop: tuple[int, int] = (480, 360)
+    scale: tuple[float, float] = (0.75, 1.5)
+    hflip: float = 0.5
+    jitter: float = 0.2
+    # early stopping and bookkeeping
+    patience: int | None = None
+    min_delta: float = 0.0
+    eval_every: int = 1
+    seed: int = 0
+    threads: int | None = None
+    num_workers: int = 0
+    out: str = "runs/train"
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "config") -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown keys {unknown}; known keys: {sorted(names)}")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path} must be a mapping of keys to values")
+        return cls.from_dict(data, source=str(path))
+
+    def validate(self) -> None:
+        self.crop = tuple(int(v) for v in self.crop)
+        self.scale = tuple(float(v) for v in self.scale)
+        checks = [
+            (self.optimizer in ("adamw", "sgd"), f"optimizer '{self.optimizer}' unknown; choose adamw or sgd"),
+            (self.schedule in ("cosine", "poly"), f"schedule '{self.schedule}' unknown; choose cosine or poly"),
+            (self.loss in ("ce", "dice", "ce+dice"), f"loss '{self.loss}' unknown; choose ce, dice or ce+dice"),
+            (self.class_weights in ("none", "enet", "median"), f"class_weights '{self.class_weights}' unknown"),
+            (self.freeze in FREEZE_MODES, f"freeze '{self.freeze}' unknown; choose one of {list(FREEZE_MODES)}"),
+            (self.lr > 0, "lr must be positive"),
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (len(self.crop) == 2 and min(self.crop) > 0, "crop must be two positive ints (width, height)"),
+            (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "scale must be (min, max) with 0 < min <= max"),
+            (self.freeze == "none" or self.init_from, "freeze needs init_from (a checkpoint to fine-tune)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    def arch_kwargs(self) -> dict:
+        kw = {}
+        if self.backbone is not None:
+            kw["backbone"] = self.backbone
+        if self.dropout is not None:
+            kw["dropout"] = self.dropout
+        return kw
+
+
+class AugmentedPairs(Dataset):
+    """Pairs held in memory (decoded once), augmented on every access."""
+
+    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], transform, mean, std):
+        self.images, self.labels, self.transform = images, labels, transform
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img, mask = self.transform(*to_tensors(self.images[i], self.labels[i]))
+        return img, mask
+
+
+def load_all(ds: LabelledFolder, limit: int | None = None, desc: str = "loading"):
+    n = len(ds) if limit is None else min(limit, len(ds))
+    images, labels = [], []
+    for i in tqdm(range(n), desc=desc, leave=False, file=sys.stderr):
+        img, lab = ds.read(i)
+        images.append(img)
+        labels.append(lab)
+    return images, labels
+
+
+def open_splits(cfg: TrainConfig) -> tuple[LabelledFolder, LabelledFolder | None]:
+    if cfg.layout == "generic":
+        train = open_dataset("generic", images=cfg.images, labels=cfg.labels, classes=cfg.classes)
+        val = (open_dataset("generic", images=cfg.val_images, labels=cfg.val_labels, classes=train.classes)
+               if cfg.val_images else None)
+    else:
+        train = open_dataset(cfg.layout, root=cfg.root, split=cfg.train_split)
+        val = open_dataset(cfg.layout, root=cfg.root, split=cfg.val_split) if cfg.val_split else None
+    return train, val
+
+
+@torch.no_grad()
+def evaluate_model(model, images, labels, classes: ClassTable, mean, std, *, batch_size: int = 4,
+                   device="cpu", progress: bool = True) -> dict:
+    """Full-resolution evaluation of in-memory frames; returns scores plus the confusion matrix."""
+    model.eval()
+    n = classes.num_classes
+    cm = np.zeros((n, n), np.int64)
+    order = range(0, len(images), batch_size)
+    for start in tqdm(order, desc="val", leave=False, file=sys.stderr, disable=not progress):
+        chunk = images[start:start + batch_size]
+        same = all(c.shape == chunk[0].shape for c in chunk)
+        groups = [chunk] if same else [[c] for c in chunk]
+        preds = []
+        for g in groups:
+            x = torch.from_numpy(np.stack(g)).permute(0, 3, 1, 2).to(device)
+            preds.extend(model(normalise(x, mean, std)).argmax(1).to(torch.uint8).cpu().numpy())
+        for pred, lab in zip(preds, labels[start:start + batch_size]):
+            cm += confusion_matrix(lab, pred, n, classes.ignore_index)
+    result = scores(cm, classes.names)
+    result["confusion_matrix"] = cm.tolist()
+    return result
+
+
+def lr_factor(progress: float, warmup: float, schedule: str) -> float:
+    """Warmup (linear, as a fraction of training) followed by cosine or poly(0.9) decay."""
+    if progress < warmup:
+        return max(progress / warmup, 1e-3)
+    p = min(1.0, (progress - warmup) / max(1e-8, 1 - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * p))
+    return (1 - p) ** 0.9
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+class Trainer:
+    """Runs one training job described by a TrainConfig; resumable from out/last.pt."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=print):
+        cfg.validate()
+        self.cfg, self.progress, self.log = cfg, progress, log
+        self.out = Path(cfg.out)
+        self.resume = resume
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+        train_ds, val_ds = open_splits(cfg)
+        self.classes = train_ds.classes
+        self.train_name = train_ds.description
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        if cfg.init_from:
+            base, base_info = load_checkpoint(cfg.init_from)
+            if base_info.classes.names != self.classes.names:
+                raise ConfigError(f"init_from {cfg.init_from} has classes {list(base_info.classes.names)}, "
+                                  f"dataset has {list(self.classes.names)}")
+            self.arch, self.arch_kw = base_info.arch, base_info.arch_kwargs
+            self.mean, self.std = base_info.mean, base_info.std
+            self.model = base
+        else:
+            self.arch, self.arch_kw = canonical_name(cfg.arch), cfg.arch_kwargs()
+            self.model = build_model(self.arch, num_classes=self.classes.num_classes, **self.arch_kw)
+        self.model.to(self.device)
+        self.frozen = apply_freeze(self.model, cfg.freeze)
+
+        self.train_images, self.train_labels = load_all(train_ds, cfg.max_images, "loading train")
+        if val_ds is not None:
+            self.val_images, self.val_labels = load_all(val_ds, None, "loading val")
+        else:
+            self.val_images, self.val_labels = [], []
+
+        weights = None
+        if cfg.class_weights != "none":
+            counts = np.zeros(self.classes.num_classes, np.int64)
+            for lab in self.train_labels:
+                counts += np.bincount(lab.ravel(), minlength=256)[: self.classes.num_classes]
+            weights = class_weights_from_counts(counts, method=cfg.class_weights)
+        self.class_weights = weights
+        self.criterion = SegmentationLoss(cfg.loss, ignore_index=self.classes.ignore_index,
+                                          class_weights=weights, dice_weight=cfg.dice_weight).to(self.device)
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+        dataset = AugmentedPairs(self.train_images, self.train_labels,
+                                 train_transform(crop=cfg.crop, scale=cfg.scale, hflip=cfg.hflip,
+                                                 jitter=cfg.jitter, ignore_index=self.classes.ignore_index),
+                                 self.mean, self.std)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
+                                 num_workers=cfg.num_workers, generator=gen, persistent_workers=cfg.num_workers > 0)
+        self.steps_per_epoch = max(1, len(self.loader))
+
+        self.epoch = 0
+        self.step = 0
+        self.elapsed = 0.0
+        self.best_miou = -1.0
+        self.best_epoch = None
+        self.epochs_without_gain = 0
+        self.history: list[dict] = []
+        self.stop_reason = None
+        if resume:
+            self._load_state()
+
+    # -- state ----------------------------------------------------------
+    def _info(self, record: dict) -> ModelInfo:
+        return ModelInfo(arch=self.arch, arch_kwargs=self.arch_kw, classes=self.classes, mean=tuple(self.mean),
+                         std=tuple(self.std), input_size=tuple(self.cfg.crop), training=record)
+
+    def _record(self) -> dict:
+        best = next((h for h in self.history if h["epoch"] == self.best_epoch), None)
+        return {
+            "dataset": self.train_name,
+            "train_images": len(self.train_images),
+            "epochs": self.epoch,
+            "steps": self.step,
+            "train_time_s": round(self.elapsed, 1),
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self.cfg).items()},
+            "best_epoch": self.best_epoch,
+            "val_miou": best["val_miou"] if best else None,
+            "val_pixel_accuracy": best["val_pixel_accuracy"] if best else None,
+            "val_per_class_iou": best["val_per_class_iou"] if best else None,
+            "torch": str(torch.__version__),
+        }
+
+    def _save_state(self) -> None:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed, "best_miou": self.best_miou,
+            "best_epoch": self.best_epoch, "epochs_without_gain": self.epochs_without_gain,
+            "history": self.history, "rng": _rng_state(), "stop_reason": self.stop_reason,
+            "config": dataclasses.asdict(self.cfg),
+        }
+        atomic_save(state, self.out / "last.pt")
+
+    def _load_state(self) -> None:
+        path = self.out / "last.pt"
+        if not path.is_file():
+            raise CheckpointError(f"--resume: no {path} to resume from")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except Exception as exc:
+            raise CheckpointError(f"--resume: {path} is corrupt or from another model ({exc})") from None
+        self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
+        self.best_miou, self.best_epoch = state["best_miou"], state["best_epoch"]
+        self.epochs_without_gain, self.history = state["epochs_without_gain"], state["history"]
+        self.stop_reason = state.get("stop_reason")
+        _set_rng_state(state["rng"])
+        self.log(f"resumed from {path} at epoch {self.epoch} (step {self.step}, best val mIoU "
+                 f"{100 * max(self.best_miou, 0):.1f})")
+
+    def _write_logs(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "log.json").write_text(json.dumps(self.history, indent=1))
+        if not self.history:
+            return
+        keys = ["epoch", "step", "lr", "train_loss", "val_miou", "val_pixel_accuracy", "epoch_time_s", "elapsed_s"]
+        class_keys = [f"iou_{n}" for n in self.classes.names]
+        with open(self.out / "log.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(keys + class_keys)
+            for h in self.history:
+                per = h.get("val_per_class_iou") or {}
+                w.writerow([h.get(k) for k in keys] + [per.get(n) for n in self.classes.names])
+
+    # -- loop -----------------------------------------------------------
+    def _progress(self) -> float:
+        by_epoch = self.step / (self.cfg.epochs * self.steps_per_epoch)
+        if self.cfg.time_budget_min:
+            return max(by_epoch, self.elapsed / (60 * self.cfg.time_budget_min))
+        return by_epoch
+
+    def _done(self) -> str | None:
+        if self.stop_reason:
+            return self.stop_reason
+        if self.epoch >= self.cfg.epochs:
+            return "epochs"
+        if self.cfg.time_budget_min and self.elapsed >= 60 * self.cfg.time_budget_min:
+            return "time budget"
+        if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
+            return "max_steps"
+        return None
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        for m in self.frozen:
+            m.eval()  # frozen layers keep their batch-norm statistics
+
+    def train_epoch(self) -> float:
+        self._set_train_mode()
+        cfg = self.cfg
+        warmup = cfg.warmup_epochs / cfg.epochs
+        losses = []
+        t0 = time.perf_counter()
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
+                   file=sys.stderr, disable=not self.progress)
+        for img, mask in bar:
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                break
+            lr = cfg.lr * lr_factor(self._progress(), warmup, cfg.schedule)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            x = normalise(img.to(self.device), self.mean, self.std)
+            y = mask.to(self.device).long()
+            outs = train_outputs(self.model, x)
+            loss = self.criterion(outs["out"], y)
+            if "aux" in outs:
+                loss = loss + cfg.aux_weight * self.criterion(outs["aux"], y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
+            now = time.perf_counter()
+            self.elapsed += now - t0
+            t0 = now
+            if cfg.time_budget_min and self.elapsed >= 60 * cfg.time_budget_min:
+                break
+        self.last_lr = lr if losses else 0.0
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log(f"training {self.arch} on {self.train_name}: {len(self.train_images)} images, "
+                 f"{self.steps_per_epoch} steps/epoch, device {self.device}, out {self.out}")
+        while (reason := self._done()) is None:
+            t_epoch = time.perf_counter()
+            train_loss = self.train_epoch()
+            self.epoch += 1
+            row = {"epoch": self.epoch, "step": self.step, "lr": self.last_lr, "train_loss": train_loss}
+            if self.val_images and (self.epoch % cfg.eval_every == 0 or self._done()):
+                res = evaluate_model(self.model, self.val_images, self.val_labels, self.classes, self.mean,
+                                     self.std, device=self.device, progress=self.progress)
+                row.update(val_miou=res["miou"], val_pixel_accuracy=res["pixel_accuracy"],
+                           val_per_class_iou=res["per_class_iou"])
+                if res["miou"] > self.best_miou + cfg.min_delta:
+                    self.best_miou, self.best_epoch, self.epochs_without_gain = res["miou"], self.epoch, 0
+                    self.history.append(row)
+                    save_checkpoint(self.out / "best.pt", self.model, self._info(self._record()))
+                    self.history.pop()
+                else:
+                    self.epochs_without_gain += 1
+                if cfg.patience is not None and self.epochs_without_gain >= cfg.patience:
+                    self.stop_reason = f"early stopping: no val mIoU gain for {cfg.patience} evaluations"
+            row["epoch_time_s"] = round(time.perf_counter() - t_epoch, 2)
+            row["elapsed_s"] = round(self.elapsed, 1)
+            self.history.append(row)
+            if not self.val_images:
+                self.best_epoch = self.epoch
+                save_checkpoint(self.out / "best.pt", self.model, self._info(self._record()))
+            self._save_state()
+            self._write_logs()
+            miou = row.get("val_miou")
+            self.log(f"epoch {self.epoch}: loss {train_loss:.4f}, lr {self.last_lr:.2e}"
+                     + (f", val mIoU {100 * miou:.2f} (best {100 * self.best_miou:.2f} @ {self.best_epoch})"
+                        if miou is not None else "") + f", {row['epoch_time_s']:.0f}s")
+        self.stop_reason = reason
+        self._save_state()
+        self.log(f"stopped: {reason}; best val mIoU "
+                 f"{100 * max(self.best_miou, 0):.2f} at epoch {self.best_epoch}; checkpoint {self.out / 'best.pt'}")
+        # Refresh best.pt's record so it carries the final training time and epochs.
+        if (self.out / "best.pt").is_file():
+            best_model, info = load_checkpoint(self.out / "best.pt")
+            info.training.update(total_epochs=self.epoch, total_train_time_s=round(self.elapsed, 1),
+                                 stop_reason=reason)
+            save_checkpoint(self.out / "best.pt", best_model, info)
+        return {"best_miou": self.best_miou, "best_epoch": self.best_epoch, "epochs": self.epoch,
+                "steps": self.step, "stop_reason": reason, "history": self.history}
