@@ -1,0 +1,24 @@
+"""What planners consume, derived from a label image: class-group masks and the colour overlay."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def group_mask(labels: np.ndarray, class_ids) -> np.ndarray:
+    """mono8 mask: 255 where the label is one of class_ids, else 0 (one table lookup)."""
+    lut = np.zeros(256, np.uint8)
+    lut[list(class_ids)] = 255
+    return lut[labels]
+
+
+def colourise(labels: np.ndarray, palette_lut: np.ndarray) -> np.ndarray:
+    """HxWx3 RGB image of the class colours (palette_lut is 256x3 uint8)."""
+    return palette_lut[labels]
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, palette_lut: np.ndarray, alpha: float) -> np.ndarray:
+    """Blend the class colours over the frame: alpha=0 shows the frame, 1 the colours only."""
+    if labels.shape != rgb.shape[:2]:
+        labels = cv2.resize(labels, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return cv2.addWeighted(colourise(labels, palette_lut), float(alpha), rgb, 1.0 - float(alpha), 0.0)
