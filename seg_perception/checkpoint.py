@@ -59,6 +59,7 @@ def atomic_save(obj, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

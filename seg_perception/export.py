@@ -57,6 +57,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path | None = None, *, ops
                 raise ExportMismatchError(f"ONNX differs from PyTorch: max |diff| {result['max_abs_diff']:.2e}, "
                                           f"label agreement {result['label_agreement']:.4f}")
         output.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, output)
     finally:
         Path(tmp).unlink(missing_ok=True)
