@@ -61,6 +61,7 @@ def run_train(args) -> int:
 
 
 COMMANDS = {"train": (add_train, run_train)}
+from .cli_bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702  make-bag, replay, evaluate-bag
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,194 @@
+"""The bag subcommands of `seg-perception`: make-bag, replay, evaluate-bag.
+
+Argument parsers and thin run functions over `bags`, `replay`, `bag_evaluation`
+and `report`; `cli.py` registers them from BAG_COMMANDS. Heavy imports (rclpy,
+torch) happen inside the run functions, so `seg-perception --help` stays fast
+and the ROS-free commands work without ROS.
+"""
+from __future__ import annotations
+
+import sys
+
+DEFAULTS = {"image_topic": "/camera/image_raw", "info_topic": "/camera/camera_info",
+            "label_topic": "/camera/ground_truth"}
+
+
+def _classes_arg(value):
+    """'camvid' / 'cityscapes' (built-in tables) or a class YAML path."""
+    from .classes import CAMVID, CITYSCAPES, ClassTable
+    builtin = {"camvid": CAMVID, "cityscapes": CITYSCAPES}
+    if value is None:
+        return None
+    return builtin.get(value.lower()) or ClassTable.from_yaml(value)
+
+
+# -- make-bag -------------------------------------------------------------------
+
+def add_make_bag(sub) -> None:
+    p = sub.add_parser(
+        "make-bag", help="write labelled image folders into a rosbag2 (mcap or sqlite3)",
+        description="Write a labelled image folder into a rosbag2: camera images (raw rgb8 sensor_msgs/Image, or "
+                    "JPEG/PNG sensor_msgs/CompressedImage on <topic>/compressed), sensor_msgs/CameraInfo and the "
+                    "ground truth as mono8 class-id images, all three with the same header stamps, frames in "
+                    "file-name order at --fps.")
+    p.add_argument("output", help="bag folder to create (must not exist)")
+    p.add_argument("--layout", choices=["camvid", "cityscapes", "generic"], default=None,
+                   help="dataset layout (default: generic when --images is given, else camvid)")
+    p.add_argument("--root", help="dataset root (camvid, cityscapes)")
+    p.add_argument("--split", default="val", help="split folder (camvid, cityscapes; default val)")
+    p.add_argument("--images", help="image folder (generic layout)")
+    p.add_argument("--labels", help="label folder of class-id images (generic layout)")
+    p.add_argument("--classes", help="class table of the labels for the generic layout: camvid, cityscapes or a "
+                                     "class YAML")
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage (default mcap)")
+    p.add_argument("--compression", choices=["none", "jpeg", "png"], default="none",
+                   help="camera images: none = raw rgb8 Image; jpeg/png = CompressedImage on <topic>/compressed "
+                        "(labels always stay lossless mono8)")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate of the stamps (default 10)")
+    p.add_argument("--start-time", type=float, default=None,
+                   help="stamp of the first frame, seconds since the epoch (default: now)")
+    p.add_argument("--frame-id", default="camera", help="header frame_id (default camera)")
+    p.add_argument("--image-topic", default=DEFAULTS["image_topic"])
+    p.add_argument("--info-topic", default=DEFAULTS["info_topic"])
+    p.add_argument("--label-topic", default=DEFAULTS["label_topic"])
+    p.add_argument("--max-frames", type=int, default=None, help="write only the first N frames")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_make_bag(args) -> int:
+    from .bags import make_bag
+    from .datasets import open_dataset
+    layout = args.layout or ("generic" if args.images else "camvid")
+    ds = open_dataset(layout, root=args.root, split=args.split, images=args.images, labels=args.labels,
+                      classes=_classes_arg(args.classes))
+    summary = make_bag(ds, args.output, storage=args.storage, compression=args.compression, fps=args.fps,
+                       frame_id=args.frame_id, image_topic=args.image_topic, info_topic=args.info_topic,
+                       label_topic=args.label_topic, max_frames=args.max_frames, start_time=args.start_time,
+                       jpeg_quality=args.jpeg_quality, progress=not args.no_progress)
+    w, h = summary["size"]
+    print(f"wrote {summary['frames']} frames ({w}x{h}) to {summary['path']} ({summary['storage']}): "
+          f"{summary['image_topic']}, {summary['info_topic']}, {summary['label_topic']}")
+    return 0
+
+
+# -- replay ---------------------------------------------------------------------
+
+def add_replay(sub) -> None:
+    p = sub.add_parser(
+        "replay", help="publish a bag over DDS with its recorded timing (no ros2 bag needed)",
+        description="Publish a bag's topics with the recorded spacing between messages, as recorded (serialised "
+                    "CDR, untouched). Ctrl-C stops.")
+    p.add_argument("bag", help="rosbag2 folder, or a single .mcap/.db3 file")
+    p.add_argument("--rate", type=float, default=1.0, help="speed factor (2 = twice as fast; default 1)")
+    p.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
+    p.add_argument("--start-offset", type=float, default=0.0, help="skip the first SECONDS of the bag")
+    p.add_argument("--topics", nargs="+", default=None, help="replay only these topics (default: all)")
+    p.add_argument("--remap", action="append", default=[], metavar="OLD:=NEW",
+                   help="publish topic OLD as NEW (repeatable)")
+    p.add_argument("--qos", choices=["reliable", "best_effort"], default="reliable",
+                   help="publisher reliability (default reliable)")
+    p.add_argument("--depth", type=int, default=10, help="publisher history depth (default 10)")
+    p.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
+                   help="before playing, wait up to SECONDS for every replayed topic to have a subscriber")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_replay(args) -> int:
+    from .replay import parse_remaps, replay_bag
+    stats = replay_bag(args.bag, topics=args.topics, remap=parse_remaps(args.remap), rate=args.rate,
+                       start_offset=args.start_offset, loop=args.loop, reliability=args.qos, depth=args.depth,
+                       wait_subscribers=args.wait_subscribers, progress=not args.no_progress)
+    counts = ", ".join(f"{t} {n}" for t, n in stats.published.items())
+    print(f"published {stats.total()} messages in {stats.wall_s:.1f} s ({counts})")
+    return 0
+
+
+# -- evaluate-bag ---------------------------------------------------------------
+
+def add_evaluate_bag(sub) -> None:
+    p = sub.add_parser(
+        "evaluate-bag", help="score a model on a bag against its ground-truth label topic",
+        description="Score a model on a bag's images against the bag's ground-truth label topic (pairs matched by "
+                    "header stamp). Offline (default): the model runs here, deterministically, with the same code "
+                    "as `evaluate`. --live: the bag is replayed over DDS into the segmentation node and its "
+                    "segmentation/labels outputs are scored, with latency and dropped frames.")
+    p.add_argument("bag", help="rosbag2 folder, or a single .mcap/.db3 file")
+    p.add_argument("--image-topic", default=None,
+                   help=f"camera topic, Image or CompressedImage (default {DEFAULTS['image_topic']}, or its "
+                        "/compressed when only that exists)")
+    p.add_argument("--label-topic", default=DEFAULTS["label_topic"], help="ground-truth class-id topic")
+    p.add_argument("--report", required=True, help="folder for report.json, report.md and plots")
+    p.add_argument("--model", help="checkpoint (.pt) or exported .onnx; default: the shipped CamVid model")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    p.add_argument("--mapping", help="YAML: label id in the bag -> model class id/name (for other datasets' ids)")
+    p.add_argument("--samples", type=int, default=6, help="frames in samples.png (default 6)")
+    live = p.add_argument_group("live mode")
+    live.add_argument("--live", action="store_true", help="evaluate the running node over DDS")
+    live.add_argument("--no-start-node", action="store_true",
+                      help="use a segmentation node that is already running (subscribed to the image topic)")
+    live.add_argument("--output-topic", default="/segmentation/labels",
+                      help="the node's label output (default /segmentation/labels)")
+    live.add_argument("--rate", type=float, default=1.0, help="replay speed factor (default 1 = recorded rate)")
+    live.add_argument("--startup-timeout", type=float, default=120.0,
+                      help="seconds to wait for the node to come up (default 120)")
+    live.add_argument("--drain-timeout", type=float, default=10.0,
+                      help="seconds to wait for outputs after the last frame (default 10)")
+    live.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                      help="extra parameter for the started node (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _image_topic(args) -> str:
+    if args.image_topic:
+        return args.image_topic
+    from .bags import Bag, compressed_topic
+    with Bag(args.bag) as bag:
+        default = DEFAULTS["image_topic"]
+        if default not in bag.topics and compressed_topic(default) in bag.topics:
+            return compressed_topic(default)
+    return default
+
+
+def run_evaluate_bag(args) -> int:
+    from .report import print_summary, write_report
+    image_topic = _image_topic(args)
+    if args.live:
+        from .bag_evaluation import evaluate_live
+        from .segmenter import model_info
+        params = list(args.node_param)
+        for name in ("device", "backend"):
+            if getattr(args, name) != "auto":
+                params.append(f"{name}:={getattr(args, name)}")
+        if args.threads:
+            params.append(f"threads:={args.threads}")
+        result, samples = evaluate_live(args.bag, image_topic, args.label_topic, model=args.model,
+                                        mapping=args.mapping, start_node=not args.no_start_node, node_params=params,
+                                        output_topic=args.output_topic, rate=args.rate,
+                                        startup_timeout=args.startup_timeout, drain_timeout=args.drain_timeout,
+                                        progress=not args.no_progress, samples=args.samples, log_dir=args.report)
+        from .segmenter import default_model_path
+        classes = model_info(args.model or default_model_path()).classes
+    else:
+        from .bag_evaluation import evaluate_offline
+        from .segmenter import Segmenter, default_model_path
+        seg = Segmenter(args.model or default_model_path(), device=args.device, backend=args.backend,
+                        threads=args.threads)
+        print(f"model: {seg.describe()}", file=sys.stderr)
+        result, samples = evaluate_offline(args.bag, image_topic, args.label_topic, seg, mapping=args.mapping,
+                                           progress=not args.no_progress, samples=args.samples)
+        classes = seg.classes
+    write_report(result, args.report, classes, samples)
+    if result.get("frames_skipped"):
+        print(f"warning: {result['frames_skipped']} frames skipped; see report.md", file=sys.stderr)
+    print_summary(result, args.report)
+    return 0
+
+
+BAG_COMMANDS = {
+    "make-bag": (add_make_bag, run_make_bag),
+    "replay": (add_replay, run_replay),
+    "evaluate-bag": (add_evaluate_bag, run_evaluate_bag),
+}
