@@ -1,0 +1,503 @@
+"""`segmentation_node`: camera images in; class labels, drivable/obstacle masks,
+confidence and a colour overlay out.
+
+Topics (relative, so namespaces and remappings apply):
+
+  in   image                       sensor_msgs/Image            (input_transport: raw)
+  in   image/compressed            sensor_msgs/CompressedImage  (input_transport: compressed)
+  out  segmentation/labels         mono8, class id per pixel
+  out  segmentation/drivable_mask  mono8, 255 on drivable classes, else 0
+  out  segmentation/obstacle_mask  mono8, 255 on obstacle classes, else 0
+  out  segmentation/confidence     mono8, top-class probability * 255
+  out  segmentation/overlay        rgb8, class colours blended over the frame
+                                   (computed only while someone subscribes)
+  out  /diagnostics                diagnostic_msgs/DiagnosticArray
+
+Every output carries the input's header unchanged. The newest frame wins: the
+subscription callback only stores the latest message, and a worker thread
+segments it; frames replaced before the worker got to them count as dropped,
+frames that cannot be decoded or segmented count as skipped (and are logged).
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
+                                SetParametersResult)
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                              ParameterException, ParameterUninitializedException)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from .classes import ClassTable, ClassTableError
+from .image_codec import ImageFormatError, decode_compressed, decode_raw
+from .masks import group_mask, overlay
+from .ros_image import make_image
+
+NODE_NAME = "segmentation"
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "torch", "onnxruntime")
+TRANSPORTS = ("raw", "compressed")
+RESOLUTIONS = ("input", "network")
+RELIABILITIES = ("best_effort", "reliable")
+#: Seconds between two log lines about the same kind of bad input.
+BAD_INPUT_LOG_PERIOD = 5.0
+
+
+class StartupError(RuntimeError):
+    """A parameter or model problem that stops the node before it starts."""
+
+
+def _descriptor(ptype: int, description: str, *, read_only: bool = False, choices=None,
+                float_range=None, int_range=None) -> ParameterDescriptor:
+    d = ParameterDescriptor(type=ptype, description=description, read_only=read_only)
+    if choices:
+        d.additional_constraints = "one of: " + ", ".join(choices)
+    if float_range is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(float_range[0]),
+                                                     to_value=float(float_range[1]), step=0.0)]
+    if int_range is not None:
+        d.integer_range = [IntegerRange(from_value=int(int_range[0]), to_value=int(int_range[1]), step=1)]
+    return d
+
+
+# name: (type, default (None = no value: empty array), descriptor kwargs)
+_S, _I, _D, _B = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER,
+                  ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_BOOL)
+_SA, _IA = ParameterType.PARAMETER_STRING_ARRAY, ParameterType.PARAMETER_INTEGER_ARRAY
+PARAMETERS: dict[str, tuple[int, object, dict]] = {
+    "model": (_S, "", dict(read_only=True, description=(
+        "Model file (.pt checkpoint or exported .onnx); empty = the shipped CamVid model"))),
+    "device": (_S, "auto", dict(read_only=True, choices=DEVICES, description=(
+        "Inference device; auto = CUDA when a GPU is available, else CPU"))),
+    "backend": (_S, "auto", dict(read_only=True, choices=BACKENDS, description=(
+        "Inference backend; auto = PyTorch fp16 on CUDA, ONNX Runtime on CPU when an .onnx "
+        "of the checkpoint lies next to it"))),
+    "threads": (_I, 0, dict(read_only=True, int_range=(0, 256), description=(
+        "CPU inference threads; 0 = library default (all cores)"))),
+    "input_transport": (_S, "raw", dict(read_only=True, choices=TRANSPORTS, description=(
+        "raw: subscribe sensor_msgs/Image on 'image'; compressed: sensor_msgs/CompressedImage "
+        "(JPEG/PNG) on 'image/compressed'"))),
+    "output_resolution": (_S, "input", dict(choices=RESOLUTIONS, description=(
+        "Size of the outputs: input = the camera frame's size, network = the model's input size"))),
+    "qos_reliability": (_S, "best_effort", dict(read_only=True, choices=RELIABILITIES, description=(
+        "Input subscription reliability (best_effort = sensor data QoS)"))),
+    "qos_depth": (_I, 1, dict(read_only=True, int_range=(1, 100), description=(
+        "Input subscription history depth (keep last)"))),
+    "output_qos_reliability": (_S, "reliable", dict(read_only=True, choices=RELIABILITIES, description=(
+        "Reliability of the published outputs"))),
+    "output_qos_depth": (_I, 1, dict(read_only=True, int_range=(1, 100), description=(
+        "History depth of the published outputs (keep last)"))),
+    "overlay_alpha": (_D, 0.5, dict(float_range=(0.0, 1.0), description=(
+        "Overlay opacity: 0 = camera frame only, 1 = class colours only"))),
+    "drivable_classes": (_SA, None, dict(description=(
+        "Class names marked in drivable_mask; empty = the model's drivable group"))),
+    "obstacle_classes": (_SA, None, dict(description=(
+        "Class names marked in obstacle_mask; empty = the model's obstacle group"))),
+    "palette": (_IA, None, dict(description=(
+        "Overlay colours as a flat list r,g,b,r,g,b,... (3 per class, 0..255); empty = the model's"))),
+    "publish_confidence": (_B, True, dict(description="Publish segmentation/confidence")),
+    "publish_overlay": (_B, True, dict(description=(
+        "Publish segmentation/overlay (computed only while it has subscribers)"))),
+    "stats_period": (_D, 10.0, dict(read_only=True, float_range=(0.0, 3600.0), description=(
+        "Seconds between statistics log lines (frames/s, latency, dropped, skipped); 0 = off"))),
+    "diagnostics_period": (_D, 1.0, dict(read_only=True, float_range=(0.0, 3600.0), description=(
+        "Seconds between /diagnostics messages; 0 = off"))),
+}
+RUNTIME_PARAMETERS = tuple(k for k, v in PARAMETERS.items() if not v[2].get("read_only"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The runtime-changeable parameters in the form the worker uses them."""
+
+    output_resolution: str
+    overlay_alpha: float
+    drivable_ids: tuple[int, ...]
+    obstacle_ids: tuple[int, ...]
+    palette_lut: np.ndarray
+    publish_confidence: bool
+    publish_overlay: bool
+
+
+def build_settings(values: dict, classes: ClassTable) -> Settings:
+    """Validate runtime parameter values against the model's class table.
+
+    Raises ValueError (ClassTableError included) with a message naming the parameter.
+    """
+    res = values["output_resolution"]
+    if res not in RESOLUTIONS:
+        raise ValueError(f"output_resolution '{res}' unknown; choose one of {list(RESOLUTIONS)}")
+    alpha = float(values["overlay_alpha"])
+    if not (0.0 <= alpha <= 1.0) or math.isnan(alpha):
+        raise ValueError(f"overlay_alpha {alpha} is outside 0..1")
+    groups = {}
+    for group in ("drivable", "obstacle"):
+        names = list(values.get(f"{group}_classes") or []) or list(getattr(classes, group))
+        try:
+            groups[group] = tuple(classes.ids(names))
+        except ClassTableError as exc:
+            raise ValueError(f"{group}_classes: {exc}") from None
+    palette = list(values.get("palette") or [])
+    if palette:
+        n = classes.num_classes
+        if len(palette) != 3 * n:
+            raise ValueError(f"palette has {len(palette)} values; the model has {n} classes, so it needs "
+                             f"3*{n} = {3 * n} (r,g,b per class)")
+        bad = [v for v in palette if not 0 <= int(v) <= 255]
+        if bad:
+            raise ValueError(f"palette values {bad[:5]} are outside 0..255")
+        table = classes.with_overrides(palette=[palette[i:i + 3] for i in range(0, len(palette), 3)])
+    else:
+        table = classes
+    return Settings(output_resolution=res, overlay_alpha=alpha, drivable_ids=groups["drivable"],
+                    obstacle_ids=groups["obstacle"], palette_lut=table.palette_array(),
+                    publish_confidence=bool(values["publish_confidence"]),
+                    publish_overlay=bool(values["publish_overlay"]))
+
+
+class _Stats:
+    """Counters and recent per-frame timings, shared by the worker, the log and diagnostics."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received = self.processed = self.dropped = self.skipped = self.overlays = 0
+        self.recent: deque[tuple[float, float, float]] = deque(maxlen=4096)  # (t, latency, inference)
+
+    def totals(self) -> dict:
+        with self.lock:
+            return dict(received=self.received, processed=self.processed, dropped=self.dropped,
+                        skipped=self.skipped, overlays=self.overlays)
+
+    def window(self, since: float) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            rows = [r for r in self.recent if r[0] > since]
+        lat = np.array([r[1] for r in rows], np.float64)
+        inf = np.array([r[2] for r in rows], np.float64)
+        return lat, inf
+
+
+class _Window:
+    """What happened since the previous report (one per consumer: log line, diagnostics)."""
+
+    def __init__(self, stats: _Stats) -> None:
+        self.stats = stats
+        self.t = time.monotonic()
+        self.totals = stats.totals()
+
+    def next(self) -> dict:
+        now = time.monotonic()
+        totals = self.stats.totals()
+        lat, inf = self.stats.window(self.t)
+        span = max(now - self.t, 1e-6)
+        delta = {k: totals[k] - self.totals[k] for k in totals}
+        self.t, self.totals = now, totals
+        return dict(
+            span=span, fps=delta["processed"] / span, delta=delta, totals=totals,
+            latency_mean=float(lat.mean()) if lat.size else float("nan"),
+            latency_p95=float(np.percentile(lat, 95)) if lat.size else float("nan"),
+            inference_mean=float(inf.mean()) if inf.size else float("nan"))
+
+
+class SegmentationNode(Node):
+    """Declares and validates parameters; `start()` loads the model and opens the topics."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, (ptype, default, extra) in PARAMETERS.items():
+            desc = _descriptor(ptype, **extra)
+            value = default if default is not None else Parameter.Type(ptype)
+            try:
+                self.declare_parameter(name, value, desc)
+            except (InvalidParameterTypeException, InvalidParameterValueException, ParameterException) as exc:
+                raise StartupError(f"parameter '{name}': {_first_line(exc)}") from None
+        self.stats = _Stats()
+        self._cond = threading.Condition()
+        self._pending = None
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._bad_input_log: dict[str, list] = {}
+        self.segmenter = None
+        self.settings: Settings | None = None
+
+    # -- parameters -----------------------------------------------------------
+    def _value(self, name: str):
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:  # an array declared without a value: empty
+            return None
+
+    def _read_only_values(self) -> dict:
+        values = {name: self._value(name) for name in PARAMETERS if PARAMETERS[name][2].get("read_only")}
+        for name, choices in (("device", DEVICES), ("backend", BACKENDS), ("input_transport", TRANSPORTS),
+                              ("qos_reliability", RELIABILITIES), ("output_qos_reliability", RELIABILITIES)):
+            if values[name] not in choices:
+                raise StartupError(f"parameter '{name}' is '{values[name]}'; choose one of {list(choices)}")
+        return values
+
+    def _runtime_values(self, overrides=()) -> dict:
+        values = {name: self._value(name) for name in RUNTIME_PARAMETERS}
+        for p in overrides:
+            values[p.name] = p.value
+        return values
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Reject invalid runtime values with a reason; read-only and ranges are checked by rclpy."""
+        relevant = [p for p in params if p.name in RUNTIME_PARAMETERS]
+        if not relevant or self.segmenter is None:
+            return SetParametersResult(successful=True)
+        try:
+            build_settings(self._runtime_values(relevant), self.segmenter.classes)
+        except (ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, params) -> None:
+        if self.segmenter is None or not any(p.name in RUNTIME_PARAMETERS for p in params):
+            return
+        self.settings = build_settings(self._runtime_values(), self.segmenter.classes)
+        self.get_logger().info("parameters changed: " + ", ".join(
+            f"{p.name}={p.value!r}" for p in params if p.name in RUNTIME_PARAMETERS))
+
+    # -- start / stop -----------------------------------------------------------
+    def start(self) -> None:
+        """Load the model, validate the parameters against it and open the topics."""
+        ro = self._read_only_values()
+        from .segmenter import InputError, Segmenter, default_model_path  # torch is imported here
+        self._InputError = InputError
+        model = ro["model"].strip() or str(default_model_path())
+        try:
+            self.segmenter = Segmenter(Path(model).expanduser(), device=ro["device"], backend=ro["backend"],
+                                       threads=ro["threads"] or None)
+        except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError is a ValueError
+            raise StartupError(f"cannot load model: {_first_line(exc)}") from None
+        try:
+            self.settings = build_settings(self._runtime_values(), self.segmenter.classes)
+        except ValueError as exc:
+            raise StartupError(f"invalid parameter for model {model}: {exc}") from None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+
+        def qos(reliability: str, depth: int) -> QoSProfile:
+            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
+                              reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                                           else ReliabilityPolicy.BEST_EFFORT),
+                              durability=DurabilityPolicy.VOLATILE)
+
+        out_qos = qos(ro["output_qos_reliability"], ro["output_qos_depth"])
+        self.pub_labels = self.create_publisher(Image, "segmentation/labels", out_qos)
+        self.pub_drivable = self.create_publisher(Image, "segmentation/drivable_mask", out_qos)
+        self.pub_obstacle = self.create_publisher(Image, "segmentation/obstacle_mask", out_qos)
+        self.pub_confidence = self.create_publisher(Image, "segmentation/confidence", out_qos)
+        self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", out_qos)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        in_qos = qos(ro["qos_reliability"], ro["qos_depth"])
+        self.compressed = ro["input_transport"] == "compressed"
+        if self.compressed:
+            self.sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
+        else:
+            self.sub = self.create_subscription(Image, "image", self._on_image, in_qos)
+
+        self._log_window = _Window(self.stats)
+        self._diag_window = _Window(self.stats)
+        if ro["stats_period"] > 0:
+            self.create_timer(float(ro["stats_period"]), self._log_stats)
+        if ro["diagnostics_period"] > 0:
+            self.create_timer(float(ro["diagnostics_period"]), self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="segmentation-worker", daemon=True)
+        self._worker.start()
+        s = self.settings
+        names = self.segmenter.classes.names
+        self.get_logger().info(
+            f"segmenting {self.sub.topic_name} ({'CompressedImage' if self.compressed else 'Image'}, "
+            f"{ro['qos_reliability']} depth {ro['qos_depth']}) with {self.segmenter.describe()}; "
+            f"publishing under {self.resolve_topic_name('segmentation')}; drivable "
+            f"{[names[i] for i in s.drivable_ids]}, obstacle {[names[i] for i in s.obstacle_ids]}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=5.0)
+
+    # -- input --------------------------------------------------------------------
+    def _on_image(self, msg) -> None:
+        """Keep only the newest frame; the worker takes it from here."""
+        with self._cond:
+            with self.stats.lock:
+                self.stats.received += 1
+                if self._pending is not None:
+                    self.stats.dropped += 1
+            self._pending = (msg, time.monotonic())
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while self._pending is None and not self._stop.is_set():
+                    self._cond.wait(0.5)
+                if self._stop.is_set():
+                    return
+                msg, t_received = self._pending
+                self._pending = None
+            try:
+                self.process(msg, t_received)
+            except Exception as exc:  # never let one frame end the worker
+                if self._stop.is_set() or not self.context.ok():
+                    return
+                self._skip(f"processing failed: {type(exc).__name__}: {_first_line(exc)}")
+
+    def _skip(self, reason: str) -> None:
+        with self.stats.lock:
+            self.stats.skipped += 1
+        key = re.sub(r"\d+", "#", reason)
+        now = time.monotonic()
+        entry = self._bad_input_log.setdefault(key, [-math.inf, 0])
+        if now - entry[0] >= BAD_INPUT_LOG_PERIOD:
+            more = f" ({entry[1]} more such frames skipped since the last report)" if entry[1] else ""
+            self.get_logger().warning(f"skipped frame from {self.sub.topic_name}: {reason}{more}")
+            entry[0], entry[1] = now, 0
+        else:
+            entry[1] += 1
+
+    def decode(self, msg) -> np.ndarray:
+        if self.compressed:
+            return decode_compressed(msg.format, msg.data)
+        return decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                          is_bigendian=bool(msg.is_bigendian))
+
+    def process(self, msg, t_received: float) -> None:
+        """Segment one frame and publish every output with the frame's header."""
+        s = self.settings
+        try:
+            rgb = self.decode(msg)
+        except ImageFormatError as exc:
+            self._skip(str(exc))
+            return
+        try:
+            seg = self.segmenter.segment(rgb, output_size=s.output_resolution)
+        except self._InputError as exc:
+            self._skip(str(exc))
+            return
+        header = msg.header
+        labels = seg.labels
+        self.pub_labels.publish(make_image(labels, "mono8", header))
+        self.pub_drivable.publish(make_image(group_mask(labels, s.drivable_ids), "mono8", header))
+        self.pub_obstacle.publish(make_image(group_mask(labels, s.obstacle_ids), "mono8", header))
+        if s.publish_confidence:
+            self.pub_confidence.publish(make_image(seg.confidence, "mono8", header))
+        made_overlay = False
+        if s.publish_overlay and self.pub_overlay.get_subscription_count() > 0:
+            base = rgb
+            if labels.shape != rgb.shape[:2]:
+                base = cv2.resize(rgb, (labels.shape[1], labels.shape[0]), interpolation=cv2.INTER_AREA)
+            self.pub_overlay.publish(make_image(overlay(base, labels, s.palette_lut, s.overlay_alpha),
+                                                "rgb8", header))
+            made_overlay = True
+        done = time.monotonic()
+        with self.stats.lock:
+            self.stats.processed += 1
+            self.stats.overlays += made_overlay
+            self.stats.recent.append((done, (done - t_received) * 1000.0, seg.inference_ms))
+
+    # -- reporting ------------------------------------------------------------------
+    def _log_stats(self) -> None:
+        w = self._log_window.next()
+        d = w["delta"]
+        if d["received"] == 0 and d["skipped"] == 0:
+            pubs = self.count_publishers(self.sub.topic_name)
+            self.get_logger().info(f"no frames on {self.sub.topic_name} in the last {w['span']:.0f} s "
+                                   f"({pubs} publisher{'s' if pubs != 1 else ''})")
+            return
+        self.get_logger().info(
+            f"{w['fps']:.1f} frames/s, latency mean {w['latency_mean']:.1f} ms p95 {w['latency_p95']:.1f} ms "
+            f"(inference {w['inference_mean']:.1f} ms), dropped {d['dropped']}, skipped {d['skipped']} "
+            f"in {w['span']:.0f} s; totals: {w['totals']['processed']} processed, "
+            f"{w['totals']['dropped']} dropped, {w['totals']['skipped']} skipped")
+
+    def _publish_diagnostics(self) -> None:
+        w = self._diag_window.next()
+        d, t = w["delta"], w["totals"]
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: semantic segmentation",
+                                  hardware_id=self.segmenter.provider)
+        if d["received"] == 0:
+            status.level, status.message = DiagnosticStatus.WARN, f"no input frames on {self.sub.topic_name}"
+        elif d["skipped"]:
+            status.level, status.message = DiagnosticStatus.WARN, f"{d['skipped']} bad input frames skipped"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, f"{w['fps']:.1f} frames/s"
+
+        def fmt(v: float) -> str:
+            return "nan" if math.isnan(v) else f"{v:.2f}"
+
+        status.values = [KeyValue(key=k, value=v) for k, v in (
+            ("frames_per_second", fmt(w["fps"])),
+            ("latency_mean_ms", fmt(w["latency_mean"])),
+            ("latency_p95_ms", fmt(w["latency_p95"])),
+            ("inference_mean_ms", fmt(w["inference_mean"])),
+            ("dropped", str(d["dropped"])),
+            ("skipped", str(d["skipped"])),
+            ("frames_received_total", str(t["received"])),
+            ("frames_processed_total", str(t["processed"])),
+            ("dropped_total", str(t["dropped"])),
+            ("skipped_total", str(t["skipped"])),
+            ("overlays_total", str(t["overlays"])),
+            ("input_topic", self.sub.topic_name),
+            ("model", str(self.segmenter.model_path)),
+        )]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(msg)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main(args=None) -> int:
+    """Entry point of `segmentation_node`: returns 0 on a clean shutdown, 1 on a startup error."""
+    rclpy.init(args=args)  # installs SIGINT/SIGTERM handlers that shut the context down
+    node = None
+    code = 0
+    try:
+        node = SegmentationNode()
+        node.start()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as exc:
+        (node.get_logger() if node is not None else get_logger(NODE_NAME)).error(str(exc))
+        code = 1
+    finally:
+        if node is not None:
+            node.stop()
+            try:
+                node.destroy_node()
+            except Exception:  # already torn down by a second signal
+                pass
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Shared fixtures: an isolated ROS 2 environment per test (or module) and the node as a process."""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_data" / "camvid_val"
+ROS_ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_HOME", "ROS_LOG_DIR", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS",
+                "ROS_LOCALHOST_ONLY", "RMW_IMPLEMENTATION", "RCUTILS_LOGGING_BUFFERED_STREAM",
+                "RCUTILS_COLORIZED_OUTPUT", "PYTHONUNBUFFERED")
+_domain_counter = itertools.count()
+
+
+def unique_domain_id() -> int:
+    """A DDS domain in 1..100 that differs between the tests of a run and (likely) between runs."""
+    return (os.getpid() * 7 + next(_domain_counter)) % 100 + 1
+
+
+def _ros_env(home: Path) -> dict:
+    return {
+        "ROS_DOMAIN_ID": str(unique_domain_id()),
+        "ROS_HOME": str(home),
+        "ROS_LOG_DIR": str(home / "log"),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_STATIC_PEERS": "",
+        "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
+        "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+        "RCUTILS_COLORIZED_OUTPUT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class _EnvPatch:
+    def __init__(self, values: dict) -> None:
+        self.values = values
+        self.saved = {k: os.environ.get(k) for k in ROS_ENV_KEYS}
+
+    def __enter__(self) -> dict:
+        os.environ.pop("ROS_LOCALHOST_ONLY", None)
+        os.environ.update(self.values)
+        return self.values
+
+    def __exit__(self, *exc) -> None:
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def ros_env(tmp_path):
+    """This test's own ROS environment (domain id, ROS_HOME, localhost discovery) in os.environ."""
+    with _EnvPatch(_ros_env(tmp_path / "ros_home")) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def module_ros_env(tmp_path_factory):
+    """Like ros_env, shared by the tests of one module (so one node process serves them all)."""
+    with _EnvPatch(_ros_env(tmp_path_factory.mktemp("ros_home"))) as env:
+        yield env
+
+
+class NodeProcess:
+    """segmentation_node started the way launch_ros starts it: `python -m ... --ros-args ...`."""
+
+    def __init__(self, ros_args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        self._log = open(log_path, "wb")
+        self.cmd = [sys.executable, "-m", "seg_perception.node", "--ros-args", *ros_args]
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
+        """Signal the node and wait for it; killed (and -9 returned) if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def node_args(*, params: dict | None = None, remaps: dict | None = None, params_file: bool = True) -> list[str]:
+    """--ros-args for the node: the shipped parameter file, then -p overrides and -r remappings."""
+    args = ["--params-file", str(REPO / "config" / "drive.yaml")] if params_file else []
+    for k, v in (params or {}).items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        args += ["-p", f"{k}:={v}"]
+    for k, v in (remaps or {}).items():
+        args += ["-r", f"{k}:={v}"]
+    return args
+
+
+@pytest.fixture
+def start_node(tmp_path):
+    """Factory for node processes; whatever is still running at the end is stopped."""
+    procs: list[NodeProcess] = []
+
+    def start(ros_args: list[str], name: str = "node") -> NodeProcess:
+        proc = NodeProcess(ros_args, tmp_path / f"{name}{len(procs)}.log")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+def wait_for(predicate, timeout: float, spin=None, interval: float = 0.05) -> bool:
+    """Poll predicate (spinning `spin(interval)` in between, if given) until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if spin is not None:
+            spin(interval)
+        else:
+            time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,410 @@
+"""segmentation_node end to end: a real node process, real DDS, real CamVid frames.
+
+One node process per input transport serves many checks (model loading
+dominates the start-up time); failure-at-start cases get their own short-lived
+processes.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from conftest import SAMPLES, NodeProcess, node_args, wait_for
+from seg_perception.classes import CAMVID
+from seg_perception.datasets import read_label, read_rgb
+from seg_perception.image_codec import decode_compressed, encode_compressed
+from seg_perception.ros_image import make_image, rgb_to_compressed, rgb_to_image
+from seg_perception.segmenter import Segmenter, default_model_path
+
+CAMERA = "/test_cam/image_raw"
+OUT = "/segmentation/"
+MASK_TOPICS = ("labels", "drivable_mask", "obstacle_mask", "confidence")
+START_TIMEOUT = 180.0  # model loading on a busy 2-core machine
+FRAME_TIMEOUT = 60.0
+#: Labels vs CamVid ground truth on labelled pixels. The shipped model is an interim
+#: checkpoint (it scores about 0.27 on these frames), so this is a floor that any model
+#: segmenting better than chance passes; the final model's 85 % is asserted by the
+#: evaluation tests. The node's labels must moreover equal the library's exactly.
+MIN_GT_AGREEMENT = 0.2
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+FRAMES = sorted((SAMPLES / "images").glob("*.png"))
+DRIVABLE = CAMVID.ids(CAMVID.drivable)
+OBSTACLE = CAMVID.ids(CAMVID.obstacle)
+
+
+def to_array(msg: Image) -> np.ndarray:
+    ch = msg.step // msg.width
+    arr = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, : msg.width * ch]
+    return arr.reshape(msg.height, msg.width, ch) if ch > 1 else arr
+
+
+class Probe:
+    """An in-process rclpy node: publishes camera frames, records the node's outputs."""
+
+    def __init__(self, tag: str) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(f"probe_{tag}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.pub_raw = self.node.create_publisher(Image, CAMERA, RELIABLE)
+        self.pub_compressed = self.node.create_publisher(CompressedImage, CAMERA + "/compressed", RELIABLE)
+        self.received: dict[str, dict[tuple, Image]] = {t: {} for t in MASK_TOPICS + ("overlay",)}
+        self.subs = {t: self._subscribe(t) for t in MASK_TOPICS}
+        self.diagnostics: list[DiagnosticArray] = []
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.param_client = self.node.create_client(SetParameters, "/segmentation/set_parameters")
+        self.stamp_sec = 1000
+
+    def _subscribe(self, topic: str):
+        def store(msg: Image, topic=topic) -> None:
+            self.received[topic][(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
+        return self.node.create_subscription(Image, OUT + topic, store, RELIABLE)
+
+    def spin(self, seconds: float) -> None:
+        self.executor.spin_once(timeout_sec=seconds)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    def wait_ready(self, proc: NodeProcess, compressed: bool = False) -> None:
+        """The node subscribes only once its model is loaded, so a matched publisher means ready."""
+        pub = self.pub_compressed if compressed else self.pub_raw
+        subs = [self.subs[t] for t in MASK_TOPICS]
+        ok = wait_for(lambda: not proc.alive() or (pub.get_subscription_count() > 0
+                                                    and all(s.get_publisher_count() > 0 for s in subs)),
+                      START_TIMEOUT, self.spin)
+        assert proc.alive(), f"node exited with {proc.proc.returncode}:\n{proc.output()}"
+        assert ok, f"node did not come up in {START_TIMEOUT} s:\n{proc.output()}"
+
+    def header(self) -> Header:
+        self.stamp_sec += 1
+        return Header(stamp=Time(sec=self.stamp_sec, nanosec=123456789), frame_id=f"cam_{self.stamp_sec}")
+
+    def send(self, msg, *, compressed: bool = False) -> tuple:
+        (self.pub_compressed if compressed else self.pub_raw).publish(msg)
+        return (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+    def wait_outputs(self, key: tuple, topics=MASK_TOPICS, timeout: float = FRAME_TIMEOUT) -> dict[str, Image]:
+        ok = wait_for(lambda: all(key in self.received[t] for t in topics), timeout, self.spin)
+        missing = [t for t in topics if key not in self.received[t]]
+        assert ok, f"no {missing} for frame stamped {key}"
+        return {t: self.received[t][key] for t in topics}
+
+    def set_parameters(self, **values):
+        assert self.param_client.wait_for_service(timeout_sec=30.0)
+        req = SetParameters.Request()
+        for name, value in values.items():
+            pv = ParameterValue()
+            if isinstance(value, float):
+                pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
+            elif isinstance(value, list) and all(isinstance(v, int) for v in value) and value:
+                pv.type, pv.integer_array_value = ParameterType.PARAMETER_INTEGER_ARRAY, value
+            elif isinstance(value, list):
+                pv.type, pv.string_array_value = ParameterType.PARAMETER_STRING_ARRAY, value
+            elif isinstance(value, str):
+                pv.type, pv.string_value = ParameterType.PARAMETER_STRING, value
+            req.parameters.append(ParameterMsg(name=name, value=pv))
+        future = self.param_client.call_async(req)
+        assert wait_for(future.done, 30.0, self.spin)
+        return future.result().results
+
+    def latest_diagnostics(self, after: float, timeout: float = 30.0) -> dict:
+        """Key/values of the first /diagnostics message received after monotonic time `after`."""
+        marker = len(self.diagnostics)
+        # The second message after now was certainly made after now (the first may be in flight).
+        assert wait_for(lambda: len(self.diagnostics) > marker + 1 and time.monotonic() > after, timeout, self.spin)
+        status = self.diagnostics[-1].status[0]
+        return {kv.key: kv.value for kv in status.values}
+
+    def wait_skipped(self, count: int, timeout: float = FRAME_TIMEOUT) -> None:
+        """Until the node reports `count` skipped frames in total (so the next frame cannot replace a bad one)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if int(self.latest_diagnostics(after=time.monotonic())["skipped_total"]) >= count:
+                return
+        raise AssertionError(f"node did not report {count} skipped frames")
+
+
+def check_outputs(out: dict[str, Image], header: Header, width: int, height: int) -> np.ndarray | None:
+    """Header, size and encoding of every output, and masks consistent with the labels."""
+    for topic, msg in out.items():
+        assert msg.header.stamp.sec == header.stamp.sec and msg.header.stamp.nanosec == header.stamp.nanosec, topic
+        assert msg.header.frame_id == header.frame_id, topic
+        assert (msg.width, msg.height) == (width, height), topic
+        assert msg.encoding == ("rgb8" if topic == "overlay" else "mono8"), topic
+    if "labels" not in out:
+        return None
+    labels = to_array(out["labels"])
+    assert labels.max() < CAMVID.num_classes
+    for topic, ids in (("drivable_mask", DRIVABLE), ("obstacle_mask", OBSTACLE)):
+        if topic in out:
+            np.testing.assert_array_equal(to_array(out[topic]), np.where(np.isin(labels, ids), 255, 0))
+    return labels
+
+
+@pytest.fixture(scope="module")
+def library():
+    return Segmenter(default_model_path(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return [read_rgb(p) for p in FRAMES[:3]]
+
+
+@pytest.fixture(scope="module")
+def raw_node(module_ros_env, tmp_path_factory):
+    """One node on raw Image input (reliable input QoS so a busy machine loses no test frame)."""
+    log = tmp_path_factory.mktemp("node") / "raw.log"
+    proc = NodeProcess(node_args(params={"qos_reliability": "reliable", "qos_depth": 5, "diagnostics_period": 0.5,
+                                         "stats_period": 5.0},
+                                 remaps={"image": CAMERA}), log)
+    probe = Probe("raw")
+    try:
+        probe.wait_ready(proc)
+        yield proc, probe
+    finally:
+        probe.close()
+        code = proc.stop(signal.SIGINT)
+    assert code == 0, f"node did not shut down cleanly on SIGINT (exit {code}):\n{proc.output()}"
+    assert "Traceback" not in proc.output(), proc.output()
+
+
+ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "yuv422_yuy2", "bayer_rggb8", "bayer_gbrg8"]
+
+
+def test_every_encoding_gives_consistent_outputs(raw_node, frames, library):
+    proc, probe = raw_node
+    rgb = frames[0]
+    h, w = rgb.shape[:2]
+    expected = library.segment(rgb).labels
+    results = {}
+    for enc in ENCODINGS:
+        header = probe.header()
+        out = probe.wait_outputs(probe.send(rgb_to_image(rgb, enc, header)))
+        results[enc] = check_outputs(out, header, w, h)
+        conf = to_array(out["confidence"])
+        assert conf.max() > 0
+    # Lossless encodings decode to the same frame, so the node must give the library's labels.
+    for enc in ("rgb8", "bgr8", "rgba8", "bgra8"):
+        assert (results[enc] == expected).mean() > 0.999, enc
+    for enc in ("mono8", "yuv422", "yuv422_yuy2", "bayer_rggb8", "bayer_gbrg8"):
+        assert results[enc].shape == (h, w)
+    # Row padding (step > width * 3) and a frame size other than the network's.
+    small = rgb[::2, ::2].copy()
+    header = probe.header()
+    out = probe.wait_outputs(probe.send(rgb_to_image(small, "rgb8", header, step=small.shape[1] * 3 + 64)))
+    labels = check_outputs(out, header, small.shape[1], small.shape[0])
+    assert (labels == library.segment(small).labels).mean() > 0.999
+    assert proc.alive()
+
+
+def test_labels_agree_with_ground_truth(raw_node, frames, library):
+    proc, probe = raw_node
+    hits = total = 0
+    for path, rgb in zip(FRAMES, frames):
+        header = probe.header()
+        out = probe.wait_outputs(probe.send(rgb_to_image(rgb, "bgr8", header)))
+        labels = check_outputs(out, header, rgb.shape[1], rgb.shape[0])
+        assert (labels == library.segment(rgb).labels).mean() > 0.999, path.name
+        gt = read_label(SAMPLES / "labels" / path.name)
+        valid = gt != CAMVID.ignore_index
+        hits += int((labels[valid] == gt[valid]).sum())
+        total += int(valid.sum())
+    assert hits / total > MIN_GT_AGREEMENT, f"{hits / total:.3f} of labelled pixels agree with ground truth"
+
+
+def test_overlay_only_while_subscribed(raw_node, frames):
+    proc, probe = raw_node
+    rgb = frames[1]
+    # No subscriber: frames are processed but no overlay is computed.
+    key = probe.send(rgb_to_image(rgb, "rgb8", probe.header()))
+    probe.wait_outputs(key)
+    diag = probe.latest_diagnostics(after=time.monotonic())
+    assert int(diag["frames_processed_total"]) > 0
+    assert diag["overlays_total"] == "0", diag
+
+    sub = probe._subscribe("overlay")
+    assert wait_for(lambda: sub.get_publisher_count() > 0, 30.0, probe.spin)
+    results = probe.set_parameters(overlay_alpha=1.0)
+    assert results[0].successful, results[0].reason
+    got = None
+    for _ in range(20):  # the node sees the new subscriber shortly after we see its publisher
+        header = probe.header()
+        key = probe.send(rgb_to_image(rgb, "rgb8", header))
+        out = probe.wait_outputs(key)
+        if wait_for(lambda: key in probe.received["overlay"], 3.0, probe.spin):
+            got = probe.received["overlay"][key], out, header
+            break
+    assert got is not None, "overlay never published although subscribed"
+    ov, out, header = got
+    check_outputs({"overlay": ov}, header, rgb.shape[1], rgb.shape[0])
+    # alpha 1: the overlay is exactly the class colours.
+    labels = to_array(out["labels"])
+    np.testing.assert_array_equal(to_array(ov), CAMVID.palette_array()[labels])
+    assert probe.set_parameters(overlay_alpha=0.5)[0].successful
+
+    # Unsubscribed again: the count of computed overlays stops growing.
+    probe.node.destroy_subscription(sub)
+    assert wait_for(lambda: probe.node.count_subscribers(OUT + "overlay") == 0, 30.0, probe.spin)
+    probe.spin(1.0)
+    before = int(probe.latest_diagnostics(after=time.monotonic())["overlays_total"])
+    assert before >= 1
+    for _ in range(2):
+        probe.wait_outputs(probe.send(rgb_to_image(rgb, "rgb8", probe.header())))
+    after = probe.latest_diagnostics(after=time.monotonic())
+    assert int(after["overlays_total"]) == before, after
+
+
+def test_runtime_parameters(raw_node, frames):
+    proc, probe = raw_node
+    rgb = frames[2]
+    res = probe.set_parameters(obstacle_classes=["Car"])
+    assert res[0].successful, res[0].reason
+    out = probe.wait_outputs(probe.send(rgb_to_image(rgb, "rgb8", probe.header())))
+    labels = to_array(out["labels"])
+    np.testing.assert_array_equal(to_array(out["obstacle_mask"]), np.where(labels == CAMVID.ids(["Car"])[0], 255, 0))
+
+    res = probe.set_parameters(obstacle_classes=["Car", "Unicorn"])
+    assert not res[0].successful and "Unicorn" in res[0].reason, res[0].reason
+    res = probe.set_parameters(overlay_alpha=1.5)
+    assert not res[0].successful, "overlay_alpha outside 0..1 accepted"
+    res = probe.set_parameters(palette=[1, 2, 3])
+    assert not res[0].successful and "palette" in res[0].reason, res[0].reason
+    res = probe.set_parameters(device="cpu")
+    assert not res[0].successful, "read-only parameter changed at runtime"
+    res = probe.set_parameters(output_resolution="huge")
+    assert not res[0].successful, res[0].reason
+
+    # Back to the model's groups with an empty list; the mask follows immediately.
+    res = probe.set_parameters(obstacle_classes=[], drivable_classes=["Road", "Pavement"])
+    assert all(r.successful for r in res), [r.reason for r in res]
+    header = probe.header()
+    out = probe.wait_outputs(probe.send(rgb_to_image(rgb, "rgb8", header)))
+    labels = check_outputs({k: v for k, v in out.items() if k != "drivable_mask"}, header, rgb.shape[1], rgb.shape[0])
+    np.testing.assert_array_equal(to_array(out["drivable_mask"]),
+                                  np.where(np.isin(labels, CAMVID.ids(["Road", "Pavement"])), 255, 0))
+    assert probe.set_parameters(drivable_classes=[])[0].successful
+    assert "parameters changed" in proc.output()
+
+
+def _bad_frames(rgb: np.ndarray, header_fn) -> list[tuple[str, Image, str]]:
+    """(case, message, text expected in the node's log) for each kind of broken frame."""
+    good = rgb_to_image(rgb, "rgb8")
+    cases = []
+
+    def variant(case, expect, **fields):
+        msg = rgb_to_image(rgb, "rgb8", header_fn())
+        for k, v in fields.items():
+            setattr(msg, k, v)
+        cases.append((case, msg, expect))
+
+    variant("unknown encoding", "unsupported image encoding '32FC1'", encoding="32FC1")
+    variant("short data", "expected step*height", data=good.data[: len(good.data) // 2])
+    variant("small step", "is smaller than width", step=good.width * 3 - 3)
+    variant("zero size", "zero size", width=0, height=0, step=0, data=good.data[:0])
+    odd = rgb_to_image(np.ascontiguousarray(rgb[:, :2]), "yuv422", header_fn())
+    odd.width, odd.step = 1, 2
+    cases.append(("odd width yuv422", odd, "needs an even width"))
+    variant("absurd size", "Mpixel limit", width=100_000, height=100_000, step=300_000)
+    return cases
+
+
+def test_bad_frames_are_skipped_and_the_node_goes_on(raw_node, frames):
+    proc, probe = raw_node
+    rgb = frames[0]
+    start = int(probe.latest_diagnostics(after=time.monotonic())["skipped_total"])
+    cases = _bad_frames(rgb, probe.header)
+    for n, (case, bad, _) in enumerate(cases, 1):
+        bad_key = probe.send(bad)
+        probe.wait_skipped(start + n)
+        header = probe.header()
+        out = probe.wait_outputs(probe.send(rgb_to_image(rgb, "rgb8", header)))
+        check_outputs(out, header, rgb.shape[1], rgb.shape[0])
+        assert bad_key not in probe.received["labels"], case
+        assert proc.alive(), f"node died after {case}:\n{proc.output()}"
+    diag = probe.latest_diagnostics(after=time.monotonic())
+    assert int(diag["skipped_total"]) - start == len(cases), diag
+    log = proc.output()
+    for case, _, expect in cases:
+        assert expect in log, f"no log line for {case} ('{expect}'):\n{log}"
+    assert "Traceback" not in log
+
+
+@pytest.fixture
+def compressed_node(ros_env, start_node):
+    proc = start_node(node_args(params={"input_transport": "compressed", "qos_reliability": "reliable",
+                                        "qos_depth": 5, "diagnostics_period": 0.5, "publish_overlay": False},
+                                remaps={"image": CAMERA, "image/compressed": CAMERA + "/compressed"}))
+    probe = Probe("compressed")
+    try:
+        probe.wait_ready(proc, compressed=True)
+        yield proc, probe
+    finally:
+        probe.close()
+
+
+def test_compressed_input(compressed_node, frames, library):
+    proc, probe = compressed_node
+    rgb = frames[0]
+    h, w = rgb.shape[:2]
+    jpeg_decoded = decode_compressed("jpeg", encode_compressed(rgb, "jpeg"))
+    bad = [("corrupt JPEG", "jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, "corrupt or not a JPEG/PNG"),
+           ("empty data", "jpeg", b"", "compressed image is empty"),
+           ("unknown format", "theora", b"\x00\x01", "unsupported compressed format 'theora'")]
+    for fmt in ("jpeg", "rgb8; jpeg compressed bgr8", "png"):
+        header = probe.header()
+        out = probe.wait_outputs(probe.send(rgb_to_compressed(rgb, fmt, header), compressed=True))
+        labels = check_outputs(out, header, w, h)
+        ref = library.segment(jpeg_decoded if "jpeg" in fmt else rgb).labels
+        assert (labels == ref).mean() > 0.999, fmt
+    for n, (case, fmt, data, _) in enumerate(bad, 1):
+        msg = CompressedImage(header=probe.header(), format=fmt)
+        msg.data = data
+        bad_key = probe.send(msg, compressed=True)
+        probe.wait_skipped(n)
+        header = probe.header()
+        out = probe.wait_outputs(probe.send(rgb_to_compressed(rgb, "jpeg", header), compressed=True))
+        check_outputs(out, header, w, h)
+        assert bad_key not in probe.received["labels"], case
+        assert proc.alive(), case
+    log = proc.output()
+    for case, _, _, expect in bad:
+        assert expect in log, f"no log line for {case}:\n{log}"
+    # SIGTERM (what a process manager sends) also shuts the node down cleanly.
+    assert proc.stop(signal.SIGTERM) == 0, proc.output()
+    assert "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize("case", ["missing model", "corrupt model", "unknown class", "bad device"])
+def test_start_up_errors_exit_non_zero_with_a_clear_message(case, ros_env, start_node, tmp_path):
+    params, expect = {
+        "missing model": ({"model": str(tmp_path / "nope.pt")}, "does not exist"),
+        "corrupt model": ({"model": str(tmp_path / "corrupt.pt")}, "corrupt"),
+        "unknown class": ({"drivable_classes": "['Road','Unicorn']"}, "unknown class 'Unicorn'"),
+        "bad device": ({"device": "gpu"}, "parameter 'device' is 'gpu'"),
+    }[case]
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
+    proc = start_node(node_args(params=params, remaps={"image": CAMERA}))
+    code = proc.wait(timeout=START_TIMEOUT)
+    out = proc.output()
+    assert code != 0, out
+    assert expect in out, out
+    assert "[ERROR]" in out and "Traceback" not in out, out
