@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import struct
 import sys
 import time
@@ -168,6 +169,7 @@ def make_bag(dataset, out: str | Path, *, storage: str = "mcap", compression: st
             writer.abort()
         except Exception:
             pass
+        shutil.rmtree(out, ignore_errors=True)  # it did not exist before: no half-written bag stays behind
         raise
     return {"path": str(out), "storage": storage, "frames": n, "image_topic": cam_topic,
             "info_topic": info_topic, "label_topic": label_topic, "start_ns": start_ns, "fps": fps,

@@ -119,7 +119,9 @@ def add_evaluate_bag(sub) -> None:
                         "/compressed when only that exists)")
     p.add_argument("--label-topic", default=DEFAULTS["label_topic"], help="ground-truth class-id topic")
     p.add_argument("--report", required=True, help="folder for report.json, report.md and plots")
-    p.add_argument("--model", help="checkpoint (.pt) or exported .onnx; default: the shipped CamVid model")
+    p.add_argument("--model", help="checkpoint (.pt) or exported .onnx; default: the shipped CamVid model (live: "
+                                    "the model the node runs; with --no-start-node, name the running node's model, "
+                                    "which sets the class table and the report's model entry)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"])
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
@@ -153,7 +155,10 @@ def _image_topic(args) -> str:
 
 
 def run_evaluate_bag(args) -> int:
+    from .bags import BagError
     from .report import print_summary, write_report
+    if not args.live and (args.no_start_node or args.node_param):
+        raise BagError("--no-start-node and --node-param belong to --live")
     image_topic = _image_topic(args)
     if args.live:
         from .bag_evaluation import evaluate_live

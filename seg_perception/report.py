@@ -198,6 +198,6 @@ def print_summary(report: dict, out_dir, file=sys.stdout) -> None:
     lat = report.get("latency_ms") or {}
     print(f"{report['mode']}: mIoU {_fmt(report.get('miou'), ' %', 100)}, pixel accuracy "
           f"{_fmt(report.get('pixel_accuracy'), ' %', 100)} on {report['frames_evaluated']} of "
-          f"{report['frames_total']} frames ({report['frames_dropped']} dropped, {report['frames_skipped']} skipped); "
-          f"{_fmt(report.get('fps'), ' frames/s')}, latency p50 {_fmt(lat.get('p50'))} ms p95 {_fmt(lat.get('p95'))} ms; "
-          f"report in {out_dir}", file=file)
+          f"{report['frames_total']} frames ({report['frames_dropped']} dropped, {report['frames_skipped']} "
+          f"skipped); {_fmt(report.get('fps'), ' frames/s')}, latency p50 {_fmt(lat.get('p50'))} ms p95 "
+          f"{_fmt(lat.get('p95'))} ms; report in {out_dir}", file=file)

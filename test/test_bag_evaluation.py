@@ -177,12 +177,18 @@ def _check_live_report(report: dict, offline: dict) -> None:
     assert np.abs(a - b).sum() <= 1e-3 * a.sum()
 
 
-def test_live_evaluation_over_dds(tmp_path, bag_path, folder_result, monkeypatch):
-    """The started node receives every frame replayed at 2 frames/s and its outputs are scored."""
+@pytest.mark.parametrize("compression", ["none", "png"])
+def test_live_evaluation_over_dds(tmp_path, bag_path, folder_result, monkeypatch, compression):
+    """The started node receives every frame replayed at 1 frame/s (a 2 frames/s bag at rate 0.5) and its
+    outputs are scored (raw Image, and CompressedImage through the node's compressed input)."""
     env = dds_env(tmp_path, monkeypatch)
+    if compression != "none":
+        bag_path = tmp_path / "compressed"
+        make_bag(sample_dataset(), bag_path, max_frames=N_FRAMES, fps=2, start_time=START,
+                 compression=compression, progress=False)
     rep = tmp_path / "live"
     r = cli("evaluate-bag", bag_path, "--live", "--report", rep, "--no-progress", "--startup-timeout", 180,
-            "--node-param", "threads:=2", env=env)
+            "--rate", 0.5, "--node-param", "threads:=2", env=env)
     assert r.returncode == 0, r.stderr + (rep / "node.log").read_text() if (rep / "node.log").exists() else r.stderr
     report = json.loads((rep / "report.json").read_text())
     _check_live_report(report, folder_result)
@@ -200,7 +206,7 @@ def test_live_with_running_node(tmp_path, bag_path, folder_result, monkeypatch):
                             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         r = cli("evaluate-bag", bag_path, "--live", "--no-start-node", "--report", tmp_path / "live",
-                "--no-progress", "--startup-timeout", 180, env=env)
+                "--no-progress", "--startup-timeout", 180, "--rate", 0.5, env=env)
         assert r.returncode == 0, r.stderr
         report = json.loads((tmp_path / "live" / "report.json").read_text())
         _check_live_report(report, folder_result)

@@ -112,6 +112,20 @@ def test_cli_make_bag_options(tmp_path):
     assert r.returncode == 2 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_make_bag_failure_leaves_no_bag(tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for name in ("0016E5_08001.png", "0016E5_08005.png"):
+        shutil.copy(SAMPLES / "images" / name, images / name)
+        shutil.copy(SAMPLES / "labels" / name, labels / name)
+    (images / "0016E5_08005.png").write_bytes((SAMPLES / "images" / "0016E5_08005.png").read_bytes()[:1000])
+    ds = open_dataset("generic", images=images, labels=labels, classes=CAMVID)
+    with pytest.raises(Exception, match="corrupt"):
+        make_bag(ds, tmp_path / "bag", start_time=START, progress=False)
+    assert not (tmp_path / "bag").exists()
+
+
 @pytest.fixture(scope="module")
 def small_bag(tmp_path_factory):
     out = tmp_path_factory.mktemp("bags") / "small"
@@ -241,6 +255,46 @@ def test_replay_over_dds(small_bag, tmp_path, monkeypatch):
     # recorded spacing 0.1 s at rate 2 -> 0.05 s apart (generous bounds for a loaded machine)
     gaps = np.diff([t for _, t in got["img"]])
     assert 0.02 < float(np.median(gaps)) < 0.5
+
+
+def test_replay_start_offset_and_loop(small_bag, tmp_path, monkeypatch):
+    """--start-offset skips the bag's first seconds; --loop starts over (here: two rounds)."""
+    dds_env(tmp_path, monkeypatch)
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from seg_perception.replay import Replayer, init_context
+
+    ctx = init_context()
+    node = rclpy.create_node("loop_test", context=ctx)
+    got = []
+    node.create_subscription(Image, "/camera/image_raw", lambda m: got.append(bags.stamp_ns(m.header)),
+                             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
+    sent = []
+    try:
+        with Bag(small_bag) as bag:
+            player = Replayer(bag, node=node, topics=["/camera/image_raw"])
+            assert player.wait_for_subscribers(20) == []
+            stats = player.play(rate=4, start_offset=0.15, loop=True, max_loops=2, progress=False,
+                                on_publish=lambda topic, stamp, t: sent.append(stamp))
+            player.flush()
+        deadline = time.monotonic() + 10
+        while len(got) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        ex.shutdown(timeout_sec=2)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    t0 = int(round(START * 1e9))
+    third, fourth = t0 + 200_000_000, t0 + 300_000_000  # frames at 0.2 s and 0.3 s (0.0 and 0.1 skipped)
+    assert stats.loops == 2 and stats.total() == 4
+    assert sent == got == [third, fourth, third, fourth]
 
 
 def test_replay_errors(small_bag, tmp_path, monkeypatch):
