@@ -11,11 +11,13 @@ import sys
 from .checkpoint import CheckpointError
 from .classes import ClassTableError
 from .datasets import DatasetError
+from .export import ExportMismatchError
 from .models import UnknownModelError
+from .segmenter import InputError
 from .training import ConfigError, TrainConfig
 
 EXPECTED_ERRORS = (CheckpointError, ClassTableError, DatasetError, UnknownModelError, ConfigError,
-                   FileNotFoundError)
+                   FileNotFoundError, InputError, ExportMismatchError)
 
 
 def _pair(kind):
@@ -60,8 +62,152 @@ def run_train(args) -> int:
     return 0
 
 
-COMMANDS = {"train": (add_train, run_train)}
+def _add_model_args(p, *, backend_default="auto") -> None:
+    p.add_argument("--model", help="checkpoint (.pt) or exported .onnx; default: the shipped CamVid model")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--backend", default=backend_default, choices=["auto", "torch", "onnxruntime"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+
+
+def _segmenter(args):
+    from .segmenter import Segmenter, default_model_path
+    seg = Segmenter(args.model or default_model_path(), device=args.device, backend=args.backend,
+                    threads=args.threads)
+    print(f"model: {seg.describe()}", file=sys.stderr)
+    return seg
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model on labelled images",
+                       description="Score a model on labelled images: mIoU, per-class IoU, pixel accuracy, "
+                                   "confusion matrix (JSON + table + PNG plots).")
+    _add_model_args(p)
+    p.add_argument("--layout", default=None, choices=["camvid", "cityscapes", "generic"],
+                   help="dataset layout (default: generic when --images is given, else camvid)")
+    p.add_argument("--root", help="dataset root (camvid, cityscapes)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--images", help="image folder (generic layout)")
+    p.add_argument("--labels", help="label folder (generic layout)")
+    p.add_argument("--classes", help="class YAML for the labels (default: the model's class table)")
+    p.add_argument("--output", required=True, help="folder for metrics.json, metrics.md and plots")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_evaluate(args) -> int:
+    from .classes import ClassTable
+    from .datasets import open_dataset
+    from .evaluation import dataset_frames, evaluate_frames, write_evaluation
+    seg = _segmenter(args)
+    layout = args.layout or ("generic" if args.images else "camvid")
+    classes = args.classes if args.classes else seg.classes
+    ds = open_dataset(layout, root=args.root, split=args.split, images=args.images, labels=args.labels,
+                      classes=classes)
+    if isinstance(classes, str):
+        classes = ClassTable.from_yaml(classes)
+    if ds.classes.names != seg.classes.names:
+        raise DatasetError(f"dataset classes {list(ds.classes.names)} differ from the model's "
+                           f"{list(seg.classes.names)}")
+    result = evaluate_frames(seg, dataset_frames(ds), classes=ds.classes, total=len(ds),
+                             progress=not args.no_progress)
+    result["dataset"] = ds.description
+    paths = write_evaluation(result, args.output, ds.classes, title=f"{seg.info.arch} on {ds.description}")
+    print(paths["table"].read_text())
+    print(f"{result['frames']} frames; results in {args.output}")
+    return 0
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="segment image files (offline twin of the node)",
+                       description="Write one mono8 label PNG per input image (class ids, same stem, "
+                                   "same size), and optionally colour overlays.")
+    _add_model_args(p)
+    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--overlay", action="store_true", help="also write overlays to OUTPUT/overlay/")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_predict(args) -> int:
+    from pathlib import Path
+
+    import cv2
+    from tqdm import tqdm
+
+    from .datasets import IMAGE_SUFFIXES, read_rgb
+    from .masks import overlay
+
+    src = Path(args.input)
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DatasetError(f"folder {src} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    elif src.is_file():
+        files = [src]
+    else:
+        raise DatasetError(f"input {src} does not exist")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise DatasetError(f"--alpha {args.alpha} is outside 0..1")
+    seg = _segmenter(args)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.overlay:
+        (out / "overlay").mkdir(exist_ok=True)
+    lut = seg.classes.palette_array()
+    failed = []
+    for path in tqdm(files, desc="predict", file=sys.stderr, disable=args.no_progress or len(files) < 2):
+        try:
+            rgb = read_rgb(path)
+        except DatasetError as exc:
+            print(f"seg-perception predict: skipped: {exc}", file=sys.stderr)
+            failed.append(path.name)
+            continue
+        result = seg.segment(rgb)
+        cv2.imwrite(str(out / f"{path.stem}.png"), result.labels)
+        if args.overlay:
+            blended = overlay(rgb, result.labels, lut, args.alpha)
+            cv2.imwrite(str(out / "overlay" / f"{path.stem}.png"), cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+    done = len(files) - len(failed)
+    print(f"wrote {done} label images to {out}" + (f"; {len(failed)} unreadable: {failed[:5]}" if failed else ""))
+    return 0 if not failed else 1
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against PyTorch)",
+                       description="Export to ONNX with dynamic batch/height/width, the checkpoint metadata "
+                                   "stored in the file, and outputs compared with PyTorch.")
+    p.add_argument("checkpoint", help="model checkpoint (.pt)")
+    p.add_argument("--output", help="ONNX file (default: the checkpoint path with .onnx)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--static", action="store_true", help="fixed input size instead of dynamic axes")
+    p.add_argument("--half-weights", metavar="PT",
+                   help="also write a copy of the checkpoint with fp16 weights (half the size) to PT")
+
+
+def run_export(args) -> int:
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .export import export_onnx
+    ckpt = args.checkpoint
+    if args.half_weights:
+        model, info = load_checkpoint(ckpt)
+        save_checkpoint(args.half_weights, model, info, half=True)
+        print(f"wrote {args.half_weights} (fp16 weights)")
+        ckpt = args.half_weights
+    res = export_onnx(ckpt, args.output, opset=args.opset, dynamic=not args.static)
+    print(f"wrote {res['output']} ({res['bytes'] / 1e6:.1f} MB); vs PyTorch: max |logit diff| "
+          f"{res['max_abs_diff']:.2e}, label agreement {100 * res['label_agreement']:.3f}% "
+          f"at sizes {res['checked_sizes']}")
+    return 0
+
+
+COMMANDS = {
+    "train": (add_train, run_train),
+    "evaluate": (add_evaluate, run_evaluate),
+    "predict": (add_predict, run_predict),
+    "export": (add_export, run_export),
+}
 from .cli_bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702  make-bag, replay, evaluate-bag
+from .demo import DEMO_COMMANDS; COMMANDS.update(DEMO_COMMANDS)  # noqa: E402,E702  demo
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,6 +80,8 @@ class TrainConfig:
     hflip: float = 0.5
     jitter: float = 0.2
     # early stopping and bookkeeping
+    bn_momentum: float | None = 0.1    # torchvision's MobileNetV3 uses 0.01, too slow for training from scratch
+    precise_bn_batches: int = 0        # re-estimate batch-norm statistics on N train batches before each eval
     patience: int | None = None
     min_delta: float = 0.0
     eval_every: int = 1
@@ -254,6 +256,10 @@ class Trainer:
             self.arch, self.arch_kw = canonical_name(cfg.arch), cfg.arch_kwargs()
             self.model = build_model(self.arch, num_classes=self.classes.num_classes, **self.arch_kw)
         self.model.to(self.device)
+        if cfg.bn_momentum is not None:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.momentum = cfg.bn_momentum
         self.frozen = apply_freeze(self.model, cfg.freeze)
 
         self.train_images, self.train_labels = load_all(train_ds, cfg.max_images, "loading train")
@@ -285,7 +291,7 @@ class Trainer:
                                  train_transform(crop=cfg.crop, scale=cfg.scale, hflip=cfg.hflip,
                                                  jitter=cfg.jitter, ignore_index=self.classes.ignore_index),
                                  self.mean, self.std)
-        gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = gen = torch.Generator().manual_seed(cfg.seed)
         self.loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
                                  num_workers=cfg.num_workers, generator=gen, persistent_workers=cfg.num_workers > 0)
         self.steps_per_epoch = max(1, len(self.loader))
@@ -316,9 +322,9 @@ class Trainer:
             "train_time_s": round(self.elapsed, 1),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self.cfg).items()},
             "best_epoch": self.best_epoch,
-            "val_miou": best["val_miou"] if best else None,
-            "val_pixel_accuracy": best["val_pixel_accuracy"] if best else None,
-            "val_per_class_iou": best["val_per_class_iou"] if best else None,
+            "val_miou": best.get("val_miou") if best else None,
+            "val_pixel_accuracy": best.get("val_pixel_accuracy") if best else None,
+            "val_per_class_iou": best.get("val_per_class_iou") if best else None,
             "torch": str(torch.__version__),
         }
 
@@ -327,7 +333,8 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed, "best_miou": self.best_miou,
             "best_epoch": self.best_epoch, "epochs_without_gain": self.epochs_without_gain,
-            "history": self.history, "rng": _rng_state(), "stop_reason": self.stop_reason,
+            "history": self.history, "rng": _rng_state(), "loader_rng": self.gen.get_state(),
+            "stop_reason": self.stop_reason,
             "config": dataclasses.asdict(self.cfg),
         }
         atomic_save(state, self.out / "last.pt")
@@ -345,8 +352,10 @@ class Trainer:
         self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
         self.best_miou, self.best_epoch = state["best_miou"], state["best_epoch"]
         self.epochs_without_gain, self.history = state["epochs_without_gain"], state["history"]
-        self.stop_reason = state.get("stop_reason")
+        # A resumed run continues: stop reasons of the earlier run (budget, max_steps) are re-checked.
         _set_rng_state(state["rng"])
+        if "loader_rng" in state:
+            self.gen.set_state(state["loader_rng"])
         self.log(f"resumed from {path} at epoch {self.epoch} (step {self.step}, best val mIoU "
                  f"{100 * max(self.best_miou, 0):.1f})")
 
@@ -421,6 +430,25 @@ class Trainer:
         self.last_lr = lr if losses else 0.0
         return float(np.mean(losses)) if losses else float("nan")
 
+    @torch.no_grad()
+    def recalibrate_bn(self, batches: int) -> None:
+        """Precise BN: replace running statistics by their average over `batches` augmented train batches."""
+        bns = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               and not any(m is f or any(m is c for c in f.modules()) for f in self.frozen)]
+        if not bns or batches <= 0:
+            return
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        self._set_train_mode()
+        for i, (img, _) in enumerate(self.loader):
+            if i >= batches:
+                break
+            self.model(normalise(img.to(self.device), self.mean, self.std))
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
     def run(self) -> dict:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
@@ -432,6 +460,7 @@ class Trainer:
             self.epoch += 1
             row = {"epoch": self.epoch, "step": self.step, "lr": self.last_lr, "train_loss": train_loss}
             if self.val_images and (self.epoch % cfg.eval_every == 0 or self._done()):
+                self.recalibrate_bn(cfg.precise_bn_batches)
                 res = evaluate_model(self.model, self.val_images, self.val_labels, self.classes, self.mean,
                                      self.std, device=self.device, progress=self.progress)
                 row.update(val_miou=res["miou"], val_pixel_accuracy=res["pixel_accuracy"],

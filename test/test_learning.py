@@ -1,0 +1,169 @@
+"""The learning loop on real CamVid frames: training lowers the loss for every
+model family, resume continues exactly, early stopping stops, and bad data
+or config fail with messages that name the culprit."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seg_perception import cli
+from seg_perception.checkpoint import load_checkpoint
+from seg_perception.models import apply_freeze, build_model, train_outputs
+from seg_perception.training import ConfigError, TrainConfig, Trainer
+from seg_perception.transforms import normalise
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_data" / "camvid_val"
+CLASSES = REPO / "config" / "camvid_classes.yaml"
+
+
+def small_config(tmp_path, **over) -> TrainConfig:
+    cfg = dict(layout="generic", images=str(SAMPLES / "images"), labels=str(SAMPLES / "labels"),
+               classes=str(CLASSES), val_images=str(SAMPLES / "images"), val_labels=str(SAMPLES / "labels"),
+               max_images=2, batch_size=2, crop=(128, 96), scale=(0.3, 0.3), hflip=0.0, jitter=0.0,
+               epochs=6, warmup_epochs=0.0, lr=2e-3, threads=2, out=str(tmp_path / "run"), eval_every=1000)
+    cfg.update(over)
+    return TrainConfig.from_dict(cfg)
+
+
+def fixed_batch(trainer: Trainer):
+    img, mask = next(iter(trainer.loader))
+    return normalise(img, trainer.mean, trainer.std), mask.long()
+
+
+def batch_loss(trainer: Trainer, x, y) -> float:
+    with torch.no_grad():
+        trainer.model.train()
+        return float(trainer.criterion(train_outputs(trainer.model, x)["out"], y))
+
+
+@pytest.mark.parametrize("arch,kwargs", [
+    ("lraspp_mobilenet_v3_large", {}),
+    ("unet", {"dropout": 0.0}),
+    ("deeplabv3", {}),
+    ("fcn", {}),
+])
+def test_training_steps_lower_the_loss(tmp_path, arch, kwargs):
+    torch.manual_seed(0)
+    cfg = small_config(tmp_path, arch=arch, epochs=8, loss="ce+dice", val_images=None, **kwargs)
+    trainer = Trainer(cfg, progress=False, log=lambda *_: None)
+    x, y = fixed_batch(trainer)
+    before = batch_loss(trainer, x, y)
+    trainer.run()
+    after = batch_loss(trainer, x, y)
+    assert after < 0.8 * before, f"{arch}: loss {before:.3f} -> {after:.3f}"
+    model, info = load_checkpoint(Path(cfg.out) / "best.pt")
+    assert info.arch == arch and info.classes.num_classes == 11
+    assert info.training["epochs"] >= 1 and info.training["dataset"]
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    whole = Trainer(small_config(tmp_path / "a", epochs=4, max_images=4), progress=False, log=lambda *_: None)
+    full = whole.run()
+
+    first = Trainer(small_config(tmp_path / "b", epochs=4, max_images=4, max_steps=4), progress=False,
+                    log=lambda *_: None).run()
+    assert first["epochs"] == 2 and first["stop_reason"] == "max_steps"
+    resumed = Trainer(small_config(tmp_path / "b", epochs=4, max_images=4), resume=True, progress=False,
+                      log=lambda *_: None)
+    assert resumed.epoch == 2 and resumed.step == 4
+    second = resumed.run()
+    assert second["epochs"] == 4
+    losses_full = [h["train_loss"] for h in full["history"]]
+    losses_resumed = [h["train_loss"] for h in second["history"]]
+    np.testing.assert_allclose(losses_resumed, losses_full, rtol=1e-4)
+    a = whole.model.state_dict()
+    b = resumed.model.state_dict()
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+def test_early_stopping_stops_on_a_plateau(tmp_path):
+    # min_delta above 1 makes any second evaluation "no gain": patience 1 must stop after epoch 2.
+    cfg = small_config(tmp_path, epochs=10, eval_every=1, patience=1, min_delta=1.5)
+    result = Trainer(cfg, progress=False, log=lambda *_: None).run()
+    assert result["epochs"] == 2
+    assert result["stop_reason"].startswith("early stopping")
+    assert result["best_epoch"] == 1
+
+
+def test_fine_tuning_with_frozen_encoder_keeps_it_fixed(tmp_path):
+    base = small_config(tmp_path / "base", epochs=1)
+    Trainer(base, progress=False, log=lambda *_: None).run()
+    ckpt = Path(base.out) / "best.pt"
+    encoder_before = {k: v.clone() for k, v in load_checkpoint(ckpt)[0].state_dict().items()
+                      if k.startswith("net.backbone")}
+    tuned = small_config(tmp_path / "tuned", epochs=2, init_from=str(ckpt), freeze="encoder", optimizer="sgd",
+                         lr=0.01)
+    trainer = Trainer(tuned, progress=False, log=lambda *_: None)
+    trainer.run()
+    after = trainer.model.state_dict()
+    for k, v in encoder_before.items():
+        torch.testing.assert_close(after[k], v)
+    head_changed = any(not torch.equal(after[k], load_checkpoint(ckpt)[0].state_dict()[k])
+                       for k in after if k.startswith("net.classifier") and after[k].is_floating_point())
+    assert head_changed
+
+
+def test_freeze_all_but_decoder_leaves_only_decoder_trainable():
+    model = build_model("unet", num_classes=11, base_channels=8)
+    apply_freeze(model, "all_but_decoder")
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"decoder", "head"}
+
+
+def test_bad_config_and_data_give_clear_errors(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("arch: unet\nlearning_rate: 0.1\n")
+    assert cli.main(["train", "--config", str(cfg)]) == 2
+    assert "unknown keys ['learning_rate']" in capsys.readouterr().err
+
+    assert cli.main(["train", "--layout", "generic", "--images", str(SAMPLES / "images"), "--labels",
+                     str(SAMPLES / "labels"), "--classes", str(CLASSES), "--arch", "segformer",
+                     "--out", str(tmp_path / "r")]) == 2
+    assert "unknown model 'segformer'" in capsys.readouterr().err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["train", "--layout", "generic", "--images", str(empty), "--labels", str(empty),
+                     "--classes", str(CLASSES), "--out", str(tmp_path / "r")]) == 2
+    assert "holds no images" in capsys.readouterr().err
+
+    # a corrupt image, a size mismatch and out-of-table label values, each named
+    for case in ("corrupt", "size", "values"):
+        imgs, labs = tmp_path / case / "images", tmp_path / case / "labels"
+        shutil.copytree(SAMPLES / "images", imgs)
+        shutil.copytree(SAMPLES / "labels", labs)
+        victim = sorted(imgs.iterdir())[0].name
+        if case == "corrupt":
+            (imgs / victim).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+        elif case == "size":
+            import cv2
+            lab = cv2.imread(str(labs / victim), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(labs / victim), lab[:100, :100])
+        else:
+            import cv2
+            lab = cv2.imread(str(labs / victim), cv2.IMREAD_UNCHANGED)
+            lab[0, 0] = 42
+            cv2.imwrite(str(labs / victim), lab)
+        out = tmp_path / case / "run"
+        out.mkdir(parents=True)
+        (out / "best.pt").write_bytes(b"previous good checkpoint")
+        code = cli.main(["train", "--layout", "generic", "--images", str(imgs), "--labels", str(labs),
+                         "--classes", str(CLASSES), "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and victim in err, err
+        assert {"corrupt": "corrupt", "size": "size mismatch", "values": "[42]"}[case] in err
+        assert (out / "best.pt").read_bytes() == b"previous good checkpoint"
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainConfig.from_dict({"optimizer": "rmsprop"})
+    with pytest.raises(ConfigError, match="freeze needs init_from"):
+        TrainConfig.from_dict({"freeze": "encoder"})
