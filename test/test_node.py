@@ -408,3 +408,16 @@ def test_start_up_errors_exit_non_zero_with_a_clear_message(case, ros_env, start
     assert code != 0, out
     assert expect in out, out
     assert "[ERROR]" in out and "Traceback" not in out, out
+
+
+def test_predict_command_gives_the_nodes_labels(raw_node, frames, tmp_path):
+    """`seg-perception predict` is the offline twin of the node: same labels for the same frame."""
+    from seg_perception import cli
+
+    proc, probe = raw_node
+    path = FRAMES[0]
+    assert cli.main(["predict", "--input", str(path), "--output", str(tmp_path), "--no-progress"]) == 0
+    offline = read_label(tmp_path / path.name)
+    header = probe.header()
+    out = probe.wait_outputs(probe.send(rgb_to_image(read_rgb(path), "rgb8", header)))
+    np.testing.assert_array_equal(to_array(out["labels"]), offline)
