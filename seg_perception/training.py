@@ -465,7 +465,7 @@ class Trainer:
                                      self.std, device=self.device, progress=self.progress)
                 row.update(val_miou=res["miou"], val_pixel_accuracy=res["pixel_accuracy"],
                            val_per_class_iou=res["per_class_iou"])
-                if res["miou"] > self.best_miou + cfg.min_delta:
+                if self.best_epoch is None or res["miou"] > self.best_miou + cfg.min_delta:
                     self.best_miou, self.best_epoch, self.epochs_without_gain = res["miou"], self.epoch, 0
                     self.history.append(row)
                     save_checkpoint(self.out / "best.pt", self.model, self._info(self._record()))
