@@ -15,7 +15,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, ModelInfo, atomic_save, load_checkpoint, save_checkpoint
 from .classes import ClassTable
-from .datasets import DatasetError, LabelledFolder, open_dataset
+from .datasets import LabelledFolder, open_dataset
 from .losses import SegmentationLoss, class_weights_from_counts
 from .metrics import confusion_matrix, scores
 from .models import FREEZE_MODES, apply_freeze, build_model, canonical_name, train_outputs

@@ -56,6 +56,16 @@ class _EnvPatch:
                 os.environ[k] = v
 
 
+def dds_env(tmp_path: Path, monkeypatch) -> dict:
+    """This test's own DDS environment set through monkeypatch (undone after the test), with the repo
+    on PYTHONPATH for the processes it starts; returns the whole environment for subprocesses."""
+    for key, value in _ros_env(tmp_path / "ros_home").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    return dict(os.environ)
+
+
 @pytest.fixture
 def ros_env(tmp_path):
     """This test's own ROS environment (domain id, ROS_HOME, localhost discovery) in os.environ."""

@@ -2,7 +2,6 @@
 segmentation node; mappings; report folder; errors."""
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import dds_env
 from seg_perception import bags
 from seg_perception.bag_evaluation import LabelMapper, evaluate_offline
 from seg_perception.bags import BagError, make_bag
@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data" / "camvid_val"
 START = 1_700_000_000.0
 N_FRAMES = 5
-_domains = itertools.count(50)
 
 
 def sample_dataset(n=None):
@@ -34,22 +33,6 @@ def sample_dataset(n=None):
     if n is not None:
         ds.pairs = ds.pairs[:n]
     return ds
-
-
-def dds_env(tmp_path: Path, monkeypatch) -> dict:
-    """A DDS environment of this test's own (unique domain, local discovery, ROS_HOME in tmp), set in
-    os.environ (read by rclpy.init here and inherited by the processes started) and undone afterwards."""
-    home = tmp_path / "ros_home"
-    home.mkdir(exist_ok=True)
-    env = {"ROS_DOMAIN_ID": str((os.getpid() * 11 + 57 + next(_domains)) % 100 + 1), "ROS_HOME": str(home),
-           "ROS_LOG_DIR": str(home / "log"), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-    monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
-    monkeypatch.delenv("ROS_STATIC_PEERS", raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return dict(os.environ)
-
 
 def cli(*args, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "seg_perception.cli", *map(str, args)], capture_output=True,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ from conftest import SAMPLES, NodeProcess, node_args, wait_for
 from seg_perception.classes import CAMVID
 from seg_perception.datasets import read_label, read_rgb
 from seg_perception.image_codec import decode_compressed, encode_compressed
-from seg_perception.ros_image import make_image, rgb_to_compressed, rgb_to_image
+from seg_perception.ros_image import rgb_to_compressed, rgb_to_image
 from seg_perception.segmenter import Segmenter, default_model_path
 
 CAMERA = "/test_cam/image_raw"
