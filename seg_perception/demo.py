@@ -37,8 +37,7 @@ BAG_IMAGE_TOPIC = "/camera/image_raw"
 BAG_LABEL_TOPIC = "/camera/ground_truth"
 DEFAULT_OUTPUT = "demo_output"
 #: What the demo writes into its output folder (and removes there before a new run).
-OUTPUT_ITEMS = ("bag", "overlay", "labels", "side_by_side", "demo.mp4", "demo.gif", "summary.json", "node.log",
-                "fastdds_profile.xml")
+OUTPUT_ITEMS = ("bag", "overlay", "labels", "side_by_side", "demo.mp4", "demo.gif", "summary.json", "node.log")
 WARMUP_STAMP_NS = 1  # the warm-up frame's header stamp; the bag's frames are stamped "now"
 
 
@@ -63,13 +62,13 @@ def find_samples() -> tuple[Path, Path]:
                     "run from the repository, or give --images and --labels")
 
 
-def find_params_file() -> Path | None:
-    """config/drive.yaml of a checkout, of a pip install (share/) or of a colcon install; None if none."""
-    candidates = [_repo_root() / "config" / "drive.yaml",
-                  Path(sys.prefix) / "share" / "seg_perception" / "config" / "drive.yaml"]
+def find_config_file(name: str = "drive.yaml") -> Path | None:
+    """config/NAME of a checkout, of a pip install (share/) or of a colcon install; None if none."""
+    candidates = [_repo_root() / "config" / name,
+                  Path(sys.prefix) / "share" / "seg_perception" / "config" / name]
     try:
         from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory("seg_perception")) / "config" / "drive.yaml")
+        candidates.append(Path(get_package_share_directory("seg_perception")) / "config" / name)
     except Exception:  # not installed, or the package is not in the ament index
         pass
     for path in candidates:
@@ -84,46 +83,11 @@ _ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ON
              "RCUTILS_COLORIZED_OUTPUT", "PYTHONUNBUFFERED", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
-#: Fast DDS settings for camera-sized messages (a 480x360 rgb8 frame is 518 kB): shared-memory
-#: segments that hold several frames (the default 512 KiB segment holds less than one, so frames
-#: fall back to lossy paths and wait for a repair), and a 100 ms heartbeat instead of 3 s, so a
-#: lost fragment is repaired quickly. Used by the demo's processes unless the user has a profile.
-FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>large_shm</transport_id>
-        <type>SHM</type>
-        <segment_size>16777216</segment_size>
-      </transport_descriptor>
-      <transport_descriptor>
-        <transport_id>udp</transport_id>
-        <type>UDPv4</type>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="seg_perception_demo_participant" is_default_profile="true">
-      <rtps>
-        <userTransports>
-          <transport_id>large_shm</transport_id>
-          <transport_id>udp</transport_id>
-        </userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-      </rtps>
-    </participant>
-    <data_writer profile_name="seg_perception_demo_writer" is_default_profile="true">
-      <times>
-        <heartbeat_period><sec>0</sec><nanosec>100000000</nanosec></heartbeat_period>
-      </times>
-    </data_writer>
-  </profiles>
-</dds>
-"""
 
 
 def demo_environment(out: Path, environ=None) -> dict:
     """The ROS variables the demo sets: localhost discovery, a domain id, ROS_HOME under `out`,
-    and (for Fast DDS) a profile for camera-sized messages, written to OUT/fastdds_profile.xml.
+    and (for Fast DDS) config/fastdds_large_frames.xml, a profile for camera-sized messages.
 
     The user's ROS_DOMAIN_ID, ROS_HOME, ROS_LOG_DIR and Fast DDS profile file are kept when set.
     """
@@ -131,9 +95,9 @@ def demo_environment(out: Path, environ=None) -> dict:
     env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "RCUTILS_COLORIZED_OUTPUT": "0", "PYTHONUNBUFFERED": "1"}
     if (environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") in ("", "rmw_fastrtps_cpp")
             and not environ.get("FASTDDS_DEFAULT_PROFILES_FILE")):
-        profile = out / "fastdds_profile.xml"
-        profile.write_text(FASTDDS_PROFILE)
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile.resolve())
+        profile = find_config_file("fastdds_large_frames.xml")
+        if profile is not None:
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile.resolve())
     if not environ.get("ROS_DOMAIN_ID", "").strip():
         env["ROS_DOMAIN_ID"] = str(10 + os.getpid() % 90)
     if not environ.get("ROS_HOME"):
@@ -374,7 +338,7 @@ def _run_live(bag, out: Path, frames, *, realtime: bool, model, device: str, sta
     image_topic = f"{DEMO_NAMESPACE}/camera/image_raw"
     labels_topic = f"{DEMO_NAMESPACE}/segmentation/labels"
     overlay_topic = f"{DEMO_NAMESPACE}/segmentation/overlay"
-    params_file = find_params_file()
+    params_file = find_config_file()
     cmd = node_command(params_file, image_topic, model=model, device=device, extra_params=node_params)
     outputs = _Outputs()
     published: dict[int, float] = {}
