@@ -133,7 +133,8 @@ def test_demo_environment_keeps_the_users_settings(tmp_path):
     assert 0 <= int(env["ROS_DOMAIN_ID"]) <= 101
     assert env["ROS_HOME"] == str((tmp_path / "ros_home").resolve())
     assert env["ROS_LOG_DIR"] == str((tmp_path / "ros_home" / "log").resolve())
-    assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text() == demo.FASTDDS_PROFILE
+    assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]) == demo.find_config_file("fastdds_large_frames.xml").resolve()
+    assert "<segment_size>16777216</segment_size>" in Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text()
     assert "FASTDDS_DEFAULT_PROFILES_FILE" not in demo.demo_environment(
         tmp_path, {"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"})
     assert "FASTDDS_DEFAULT_PROFILES_FILE" not in demo.demo_environment(
