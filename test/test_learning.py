@@ -167,3 +167,34 @@ def test_config_validation():
         TrainConfig.from_dict({"optimizer": "rmsprop"})
     with pytest.raises(ConfigError, match="freeze needs init_from"):
         TrainConfig.from_dict({"freeze": "encoder"})
+
+
+def test_cityscapes_layout_maps_label_ids_to_train_ids(tmp_path):
+    """Real frames laid out as Cityscapes: gtFine labelIds come back as the 19 train ids."""
+    import cv2
+
+    from seg_perception.classes import CITYSCAPES
+    from seg_perception.datasets import open_dataset, read_label
+    camvid_to_label_id = np.array([23, 11, 17, 7, 8, 21, 20, 13, 26, 24, 25, 0] + [0] * 244, np.uint8)
+    expected_train_id = {23: 10, 11: 2, 17: 5, 7: 0, 8: 1, 21: 8, 20: 7, 13: 4, 26: 13, 24: 11, 25: 12, 0: 255}
+    frames = sorted((SAMPLES / "images").glob("*.png"))[:2]
+    for split in ("train", "val"):
+        for i, img in enumerate(frames):
+            stem = f"cambridge_000000_{i:06d}"
+            (tmp_path / "leftImg8bit" / split / "cambridge").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "gtFine" / split / "cambridge").mkdir(parents=True, exist_ok=True)
+            shutil.copy(img, tmp_path / "leftImg8bit" / split / "cambridge" / f"{stem}_leftImg8bit.png")
+            label_ids = camvid_to_label_id[read_label(SAMPLES / "labels" / img.name)]
+            cv2.imwrite(str(tmp_path / "gtFine" / split / "cambridge" / f"{stem}_gtFine_labelIds.png"), label_ids)
+    ds = open_dataset("cityscapes", root=tmp_path, split="train")
+    assert len(ds) == 2 and ds.classes is CITYSCAPES
+    for i, img in enumerate(frames):
+        _, train_ids = ds.read(i)
+        camvid = read_label(SAMPLES / "labels" / img.name)
+        want = np.vectorize(lambda c: expected_train_id[int(camvid_to_label_id[c])])(camvid)
+        np.testing.assert_array_equal(train_ids, want)
+    cfg = TrainConfig.from_dict(dict(layout="cityscapes", root=str(tmp_path), batch_size=2, crop=(128, 96),
+                                     scale=(0.3, 0.3), epochs=1, threads=2, out=str(tmp_path / "run")))
+    result = Trainer(cfg, progress=False, log=lambda *_: None).run()
+    _, info = load_checkpoint(Path(cfg.out) / "best.pt")
+    assert result["epochs"] == 1 and info.classes.names == CITYSCAPES.names
