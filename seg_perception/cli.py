@@ -1,4 +1,4 @@
-"""`seg-perception`: train, evaluate, predict, export, make-bag, replay, evaluate-bag.
+"""`seg-perception`: train, evaluate, predict, export, make-bag, replay, evaluate-bag, demo.
 
 Each subcommand is a thin argument parser over the ROS-free core; expected
 failures (bad files, bad config) print one clear line and exit with status 2.
@@ -35,20 +35,25 @@ def add_train(sub) -> None:
     p.add_argument("--config", help="YAML file with TrainConfig keys")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from .models import FREEZE_MODES
+    choices = {"layout": ["camvid", "cityscapes", "generic"], "loss": ["ce", "dice", "ce+dice"],
+               "class_weights": ["none", "enet", "median"], "optimizer": ["adamw", "sgd"],
+               "schedule": ["cosine", "poly"], "freeze": list(FREEZE_MODES)}
     fields = TrainConfig.__dataclass_fields__
     for name, f in fields.items():
         flag = "--" + name.replace("_", "-")
         default_type = type(f.default) if f.default is not None else str
+        shown = f"default: {f.default}" + ("; see docs/learning.md" if name not in choices else "")
         if name in ("crop",):
-            p.add_argument(flag, type=_pair(int), help="width x height, e.g. 480x360")
+            p.add_argument(flag, type=_pair(int), help=f"width x height, e.g. 480x360 ({shown})")
         elif name in ("scale",):
-            p.add_argument(flag, type=_pair(float), help="min,max random scale")
+            p.add_argument(flag, type=_pair(float), help=f"min,max random scale ({shown})")
         elif name in ("max_images", "patience", "max_steps", "threads"):
-            p.add_argument(flag, type=int)
-        elif name in ("dropout", "time_budget_min"):
-            p.add_argument(flag, type=float)
+            p.add_argument(flag, type=int, help=shown)
+        elif name in ("dropout", "time_budget_min", "bn_momentum"):
+            p.add_argument(flag, type=float, help=shown)
         else:
-            p.add_argument(flag, type=default_type)
+            p.add_argument(flag, type=default_type, choices=choices.get(name), help=shown)
 
 
 def run_train(args) -> int:
