@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import sys
 import threading
 import time
@@ -474,7 +475,18 @@ def _first_line(exc: BaseException) -> str:
 
 def main(args=None) -> int:
     """Entry point of `segmentation_node`: returns 0 on a clean shutdown, 1 on a startup error."""
-    rclpy.init(args=args)  # installs SIGINT/SIGTERM handlers that shut the context down
+    # Ctrl-C reaches every process of the terminal's group and launch forwards one more SIGINT:
+    # only the first one interrupts; later ones must not break the cleanup below.
+    interrupted = False
+
+    def on_sigint(signum, frame):
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    rclpy.init(args=args)  # installs SIGINT/SIGTERM handlers that shut the context down, then call on_sigint
     node = None
     code = 0
     try:
@@ -496,6 +508,9 @@ def main(args=None) -> int:
             except Exception:  # already torn down by a second signal
                 pass
         rclpy.try_shutdown()
+        # Python resets SIGINT to its default action while the interpreter exits (which takes
+        # a while with torch loaded): ignore it so a late SIGINT cannot kill the exit (code -2).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code
 
 

@@ -417,3 +417,17 @@ def test_predict_command_gives_the_nodes_labels(raw_node, frames, tmp_path):
     header = probe.header()
     out = probe.wait_outputs(probe.send(rgb_to_image(read_rgb(path), "rgb8", header)))
     np.testing.assert_array_equal(to_array(out["labels"]), offline)
+
+
+@pytest.mark.parametrize("gap", [0.002, 0.05])
+def test_double_sigint_from_ctrl_c_under_launch_exits_cleanly(gap, ros_env, start_node):
+    """Ctrl-C reaches the node from the terminal and again from launch: still a clean exit 0."""
+    proc = start_node(node_args(remaps={"image": CAMERA}), name="sigint")
+    assert wait_for(lambda: "segmenting" in proc.output() or not proc.alive(), START_TIMEOUT), proc.output()
+    assert proc.alive(), proc.output()
+    proc.proc.send_signal(signal.SIGINT)
+    time.sleep(gap)
+    if proc.alive():
+        proc.proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0, proc.output()
+    assert "Traceback" not in proc.output()
