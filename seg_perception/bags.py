@@ -27,6 +27,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from . import image_codec
 from .datasets import DatasetError
 
 STORAGES = ("mcap", "sqlite3")
@@ -81,15 +82,12 @@ def image_msg(ts, rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str =
 
 def compressed_msg(ts, rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str, jpeg_quality: int = 95):
     """A `sensor_msgs/CompressedImage` the way image_transport's compressed plugin writes it."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if fmt == "jpeg":
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-    else:
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise BagError(f"could not encode a frame as {fmt}")
+    try:
+        data = image_codec.encode_compressed(rgb, fmt, quality=jpeg_quality)
+    except image_codec.ImageFormatError as exc:
+        raise BagError(str(exc)) from None
     return ts.types[COMPRESSED](header=_header(ts, stamp_ns, frame_id),
-                                format=f"rgb8; {fmt} compressed bgr8", data=buf.reshape(-1))
+                                format=f"rgb8; {fmt} compressed bgr8", data=np.frombuffer(data, np.uint8))
 
 
 def camera_info_msg(ts, width: int, height: int, stamp_ns: int, frame_id: str):
@@ -338,65 +336,31 @@ def _rows(msg, channels: int, dtype=np.uint8) -> np.ndarray:
     return out.astype(dtype) if itemsize > 1 else out
 
 
-def _codec():
-    """The project's raw/compressed image decoder, when this checkout has it."""
-    try:
-        from . import image_codec
-        return image_codec
-    except ImportError:
-        return None
-
-
-#: encodings decoded here when image_codec is not available: channels, cvtColor code to RGB
-RAW_COLOUR = {"rgb8": (3, None), "bgr8": (3, cv2.COLOR_BGR2RGB), "rgba8": (4, cv2.COLOR_RGBA2RGB),
-              "bgra8": (4, cv2.COLOR_BGRA2RGB), "mono8": (1, cv2.COLOR_GRAY2RGB)}
-
-
-def supported_encodings() -> list[str]:
-    codec = _codec()
-    return sorted(codec.SUPPORTED_ENCODINGS) if codec is not None else sorted(RAW_COLOUR)
-
-
 def decode_image(msg, msgtype: str) -> np.ndarray:
     """HxWx3 uint8 RGB of a rosbags Image or CompressedImage.
 
     An encoding this code cannot read raises BagError (the whole topic is unusable); a single
     malformed frame raises FrameError (counted and skipped by the callers).
     """
-    codec = _codec()
     if msgtype == COMPRESSED:
-        data = np.asarray(msg.data, np.uint8)
-        if codec is not None:
-            try:
-                codec.compressed_kind(str(msg.format))
-            except codec.ImageFormatError as exc:
-                raise BagError(f"image topic: {exc}") from None
-            try:
-                return codec.decode_compressed(str(msg.format), data)
-            except codec.ImageFormatError as exc:
-                raise FrameError(f"compressed image: {exc}") from None
-        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if img is None:
-            raise FrameError(f"compressed image ('{msg.format}') does not decode")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    enc = str(msg.encoding)
-    if codec is not None:
-        if enc not in codec.SUPPORTED_ENCODINGS:
-            raise BagError(f"image encoding '{enc}' is not supported; supported: "
-                           f"{', '.join(codec.SUPPORTED_ENCODINGS)} and CompressedImage (jpeg/png)")
         try:
-            rgb = codec.decode_raw(enc, int(msg.width), int(msg.height), int(msg.step), np.asarray(msg.data),
-                                   is_bigendian=bool(msg.is_bigendian))
-        except codec.ImageFormatError as exc:
-            raise FrameError(f"image: {exc}") from None
-        return np.ascontiguousarray(rgb)
-    if enc not in RAW_COLOUR:
-        raise BagError(f"image encoding '{enc}' is not supported; supported: {', '.join(RAW_COLOUR)} "
-                       "and CompressedImage (jpeg/png)")
-    ch, conv = RAW_COLOUR[enc]
-    arr = _rows(msg, ch)
-    arr = arr[:, :, 0] if ch == 1 else arr
-    return np.ascontiguousarray(arr) if conv is None else cv2.cvtColor(arr, conv)
+            image_codec.compressed_kind(str(msg.format))
+        except image_codec.ImageFormatError as exc:
+            raise BagError(f"image topic: {exc}") from None
+        try:
+            return image_codec.decode_compressed(str(msg.format), np.asarray(msg.data, np.uint8))
+        except image_codec.ImageFormatError as exc:
+            raise FrameError(f"compressed image: {exc}") from None
+    enc = str(msg.encoding)
+    if enc not in image_codec.SUPPORTED_ENCODINGS:
+        raise BagError(f"image encoding '{enc}' is not supported; supported: "
+                       f"{', '.join(image_codec.SUPPORTED_ENCODINGS)} and CompressedImage (jpeg/png)")
+    try:
+        rgb = image_codec.decode_raw(enc, int(msg.width), int(msg.height), int(msg.step), np.asarray(msg.data),
+                                     is_bigendian=bool(msg.is_bigendian))
+    except image_codec.ImageFormatError as exc:
+        raise FrameError(f"image: {exc}") from None
+    return np.ascontiguousarray(rgb)
 
 
 def decode_label(msg, msgtype: str) -> np.ndarray:

@@ -99,7 +99,6 @@ def add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
-    from .classes import ClassTable
     from .datasets import open_dataset
     from .evaluation import dataset_frames, evaluate_frames, write_evaluation
     seg = _segmenter(args)
@@ -107,8 +106,6 @@ def run_evaluate(args) -> int:
     classes = args.classes if args.classes else seg.classes
     ds = open_dataset(layout, root=args.root, split=args.split, images=args.images, labels=args.labels,
                       classes=classes)
-    if isinstance(classes, str):
-        classes = ClassTable.from_yaml(classes)
     if ds.classes.names != seg.classes.names:
         raise DatasetError(f"dataset classes {list(ds.classes.names)} differ from the model's "
                            f"{list(seg.classes.names)}")

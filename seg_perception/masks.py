@@ -5,10 +5,15 @@ import cv2
 import numpy as np
 
 
-def group_mask(labels: np.ndarray, class_ids) -> np.ndarray:
-    """mono8 mask: 255 where the label is one of class_ids, else 0 (one table lookup)."""
+def group_lut(class_ids) -> np.ndarray:
+    """256-entry lookup table: 255 for class_ids, else 0 (build once, apply per frame)."""
     lut = np.zeros(256, np.uint8)
     lut[list(class_ids)] = 255
+    return lut
+
+
+def group_mask(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """mono8 mask: 255 where the label is in the group of `lut` (from group_lut), else 0."""
     return lut[labels]
 
 

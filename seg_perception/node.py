@@ -46,9 +46,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 
 from .classes import ClassTable, ClassTableError
-from .image_codec import ImageFormatError, decode_compressed, decode_raw
-from .masks import group_mask, overlay
-from .ros_image import make_image
+from .masks import group_lut, group_mask, overlay
+from .ros_image import ImageFormatError, compressed_to_rgb, image_to_rgb, make_image
 
 NODE_NAME = "segmentation"
 DEVICES = ("auto", "cpu", "cuda")
@@ -131,6 +130,8 @@ class Settings:
     overlay_alpha: float
     drivable_ids: tuple[int, ...]
     obstacle_ids: tuple[int, ...]
+    drivable_lut: np.ndarray
+    obstacle_lut: np.ndarray
     palette_lut: np.ndarray
     publish_confidence: bool
     publish_overlay: bool
@@ -167,7 +168,8 @@ def build_settings(values: dict, classes: ClassTable) -> Settings:
     else:
         table = classes
     return Settings(output_resolution=res, overlay_alpha=alpha, drivable_ids=groups["drivable"],
-                    obstacle_ids=groups["obstacle"], palette_lut=table.palette_array(),
+                    obstacle_ids=groups["obstacle"], drivable_lut=group_lut(groups["drivable"]),
+                    obstacle_lut=group_lut(groups["obstacle"]), palette_lut=table.palette_array(),
                     publish_confidence=bool(values["publish_confidence"]),
                     publish_overlay=bool(values["publish_overlay"]))
 
@@ -378,17 +380,11 @@ class SegmentationNode(Node):
         else:
             entry[1] += 1
 
-    def decode(self, msg) -> np.ndarray:
-        if self.compressed:
-            return decode_compressed(msg.format, msg.data)
-        return decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data,
-                          is_bigendian=bool(msg.is_bigendian))
-
     def process(self, msg, t_received: float) -> None:
         """Segment one frame and publish every output with the frame's header."""
         s = self.settings
         try:
-            rgb = self.decode(msg)
+            rgb = compressed_to_rgb(msg) if self.compressed else image_to_rgb(msg)
         except ImageFormatError as exc:
             self._skip(str(exc))
             return
@@ -400,8 +396,8 @@ class SegmentationNode(Node):
         header = msg.header
         labels = seg.labels
         self.pub_labels.publish(make_image(labels, "mono8", header))
-        self.pub_drivable.publish(make_image(group_mask(labels, s.drivable_ids), "mono8", header))
-        self.pub_obstacle.publish(make_image(group_mask(labels, s.obstacle_ids), "mono8", header))
+        self.pub_drivable.publish(make_image(group_mask(labels, s.drivable_lut), "mono8", header))
+        self.pub_obstacle.publish(make_image(group_mask(labels, s.obstacle_lut), "mono8", header))
         if s.publish_confidence:
             self.pub_confidence.publish(make_image(seg.confidence, "mono8", header))
         made_overlay = False
