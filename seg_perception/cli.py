@@ -38,7 +38,8 @@ def add_train(sub) -> None:
     from .models import FREEZE_MODES
     choices = {"layout": ["camvid", "cityscapes", "generic"], "loss": ["ce", "dice", "ce+dice"],
                "class_weights": ["none", "enet", "median"], "optimizer": ["adamw", "sgd"],
-               "schedule": ["cosine", "poly"], "freeze": list(FREEZE_MODES)}
+               "schedule": ["cosine", "poly"], "freeze": list(FREEZE_MODES),
+               "precision": ["fp32", "bf16"]}
     fields = TrainConfig.__dataclass_fields__
     for name, f in fields.items():
         flag = "--" + name.replace("_", "-")
@@ -50,10 +51,22 @@ def add_train(sub) -> None:
             p.add_argument(flag, type=_pair(float), help=f"min,max random scale ({shown})")
         elif name in ("max_images", "patience", "max_steps", "threads"):
             p.add_argument(flag, type=int, help=shown)
+        elif isinstance(f.default, bool):
+            p.add_argument(flag, type=_yes_no, metavar="{yes,no}", help=shown)
         elif name in ("dropout", "time_budget_min", "bn_momentum"):
             p.add_argument(flag, type=float, help=shown)
         else:
             p.add_argument(flag, type=default_type, choices=choices.get(name), help=shown)
+
+
+def _yes_no(text: str) -> bool:
+    """Boolean flag value; argparse's bool('no') would be True."""
+    value = text.strip().lower()
+    if value in ("yes", "true", "1", "on"):
+        return True
+    if value in ("no", "false", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got '{text}'")
 
 
 def run_train(args) -> int:

@@ -61,6 +61,23 @@ def test_training_steps_lower_the_loss(tmp_path, arch, kwargs):
     assert info.training["epochs"] >= 1 and info.training["dataset"]
 
 
+def test_bf16_channels_last_training_lowers_the_loss_and_saves_a_plain_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    cfg = small_config(tmp_path, epochs=8, loss="ce+dice", val_images=None, precision="bf16",
+                       channels_last=True)
+    trainer = Trainer(cfg, progress=False, log=lambda *_: None)
+    x, y = fixed_batch(trainer)
+    before = batch_loss(trainer, x, y)
+    trainer.run()
+    after = batch_loss(trainer, x, y)
+    assert after < 0.8 * before, f"loss {before:.3f} -> {after:.3f}"
+    model, _ = load_checkpoint(Path(cfg.out) / "best.pt")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    trained = dict(trainer.model.named_parameters())  # weights only: batch_loss's train-mode pass moved BN stats
+    for name, p in model.named_parameters():  # the saved weights are the trained ones, whatever their layout was
+        torch.testing.assert_close(p, trained[name].detach())
+
+
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
     whole = Trainer(small_config(tmp_path / "a", epochs=4, max_images=4), progress=False, log=lambda *_: None)
     full = whole.run()
@@ -108,6 +125,11 @@ def test_fine_tuning_with_frozen_encoder_keeps_it_fixed(tmp_path):
     head_changed = any(not torch.equal(after[k], load_checkpoint(ckpt)[0].state_dict()[k])
                        for k in after if k.startswith("net.classifier") and after[k].is_floating_point())
     assert head_changed
+    # the fine-tuned checkpoint keeps the starting checkpoint's training record
+    record = load_checkpoint(Path(tuned.out) / "best.pt")[1].training
+    assert record["fine_tuned_from"]["checkpoint"] == "best.pt"
+    assert record["fine_tuned_from"]["training"]["steps"] == load_checkpoint(ckpt)[1].training["steps"]
+    assert record["config"]["freeze"] == "encoder"
 
 
 def test_freeze_all_but_decoder_leaves_only_decoder_trainable():
@@ -167,6 +189,17 @@ def test_config_validation():
         TrainConfig.from_dict({"optimizer": "rmsprop"})
     with pytest.raises(ConfigError, match="freeze needs init_from"):
         TrainConfig.from_dict({"freeze": "encoder"})
+    with pytest.raises(ConfigError, match="precision 'fp16' unknown"):
+        TrainConfig.from_dict({"precision": "fp16"})
+
+
+def test_boolean_flags_parse_yes_and_no(capsys):
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "--channels-last", "no"]).channels_last is False
+    assert parser.parse_args(["train", "--channels-last", "yes"]).channels_last is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--channels-last", "maybe"])
+    assert "expected yes or no, got 'maybe'" in capsys.readouterr().err
 
 
 def test_cityscapes_layout_maps_label_ids_to_train_ids(tmp_path):
@@ -198,3 +231,10 @@ def test_cityscapes_layout_maps_label_ids_to_train_ids(tmp_path):
     result = Trainer(cfg, progress=False, log=lambda *_: None).run()
     _, info = load_checkpoint(Path(cfg.out) / "best.pt")
     assert result["epochs"] == 1 and info.classes.names == CITYSCAPES.names
+
+
+def test_shipped_training_configs_parse():
+    configs = sorted((REPO / "config").glob("train_*.yaml")) + sorted((REPO / "config" / "families").glob("*.yaml"))
+    assert len(configs) >= 5
+    for path in configs:
+        TrainConfig.from_yaml(path)  # an unknown or invalid key raises ConfigError naming it
