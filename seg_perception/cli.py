@@ -10,11 +10,11 @@ import sys
 
 from .checkpoint import CheckpointError
 from .classes import ClassTableError
-from .datasets import DatasetError
+from .datasets import LAYOUTS, DatasetError
 from .export import ExportMismatchError
 from .models import UnknownModelError
 from .segmenter import InputError
-from .training import ConfigError, TrainConfig
+from .training import CHOICES, ConfigError, TrainConfig
 
 EXPECTED_ERRORS = (CheckpointError, ClassTableError, DatasetError, UnknownModelError, ConfigError,
                    FileNotFoundError, InputError, ExportMismatchError)
@@ -35,11 +35,7 @@ def add_train(sub) -> None:
     p.add_argument("--config", help="YAML file with TrainConfig keys")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from .models import FREEZE_MODES
-    choices = {"layout": ["camvid", "cityscapes", "generic"], "loss": ["ce", "dice", "ce+dice"],
-               "class_weights": ["none", "enet", "median"], "optimizer": ["adamw", "sgd"],
-               "schedule": ["cosine", "poly"], "freeze": list(FREEZE_MODES),
-               "precision": ["fp32", "bf16"]}
+    choices = {"layout": LAYOUTS, **CHOICES}
     fields = TrainConfig.__dataclass_fields__
     for name, f in fields.items():
         flag = "--" + name.replace("_", "-")
@@ -100,7 +96,7 @@ def add_evaluate(sub) -> None:
                        description="Score a model on labelled images: mIoU, per-class IoU, pixel accuracy, "
                                    "confusion matrix (JSON + table + PNG plots).")
     _add_model_args(p)
-    p.add_argument("--layout", default=None, choices=["camvid", "cityscapes", "generic"],
+    p.add_argument("--layout", default=None, choices=LAYOUTS,
                    help="dataset layout (default: generic when --images is given, else camvid)")
     p.add_argument("--root", help="dataset root (camvid, cityscapes)")
     p.add_argument("--split", default="val")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from .datasets import LAYOUTS
+
 DEFAULTS = {"image_topic": "/camera/image_raw", "info_topic": "/camera/camera_info",
             "label_topic": "/camera/ground_truth"}
 
@@ -32,7 +34,7 @@ def add_make_bag(sub) -> None:
                     "ground truth as mono8 class-id images, all three with the same header stamps, frames in "
                     "file-name order at --fps.")
     p.add_argument("output", help="bag folder to create (must not exist)")
-    p.add_argument("--layout", choices=["camvid", "cityscapes", "generic"], default=None,
+    p.add_argument("--layout", choices=LAYOUTS, default=None,
                    help="dataset layout (default: generic when --images is given, else camvid)")
     p.add_argument("--root", help="dataset root (camvid, cityscapes)")
     p.add_argument("--split", default="val", help="split folder (camvid, cityscapes; default val)")

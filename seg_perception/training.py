@@ -27,10 +27,15 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, ModelInfo, atomic_save, load_checkpoint, save_checkpoint
 from .classes import ClassTable
 from .datasets import LabelledFolder, open_dataset
-from .losses import SegmentationLoss, class_weights_from_counts
+from .losses import LOSSES, SegmentationLoss, class_weights_from_counts
 from .metrics import confusion_matrix, scores
 from .models import FREEZE_MODES, apply_freeze, build_model, canonical_name, train_outputs
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalise, to_tensors, train_transform
+
+
+#: The accepted values of the TrainConfig keys that take a name; validate() and the CLI both use them.
+CHOICES = {"loss": LOSSES, "class_weights": ("none", "enet", "median"), "optimizer": ("adamw", "sgd"),
+           "schedule": ("cosine", "poly"), "freeze": FREEZE_MODES, "precision": ("fp32", "bf16")}
 
 
 class ConfigError(ValueError):
@@ -118,13 +123,9 @@ class TrainConfig:
     def validate(self) -> None:
         self.crop = tuple(int(v) for v in self.crop)
         self.scale = tuple(float(v) for v in self.scale)
-        checks = [
-            (self.optimizer in ("adamw", "sgd"), f"optimizer '{self.optimizer}' unknown; choose adamw or sgd"),
-            (self.schedule in ("cosine", "poly"), f"schedule '{self.schedule}' unknown; choose cosine or poly"),
-            (self.loss in ("ce", "dice", "ce+dice"), f"loss '{self.loss}' unknown; choose ce, dice or ce+dice"),
-            (self.class_weights in ("none", "enet", "median"), f"class_weights '{self.class_weights}' unknown"),
-            (self.freeze in FREEZE_MODES, f"freeze '{self.freeze}' unknown; choose one of {list(FREEZE_MODES)}"),
-            (self.precision in ("fp32", "bf16"), f"precision '{self.precision}' unknown; choose fp32 or bf16"),
+        checks = [(getattr(self, key) in allowed, f"{key} '{getattr(self, key)}' unknown; choose one of {list(allowed)}")
+                  for key, allowed in CHOICES.items()]
+        checks += [
             (self.lr > 0, "lr must be positive"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
