@@ -49,7 +49,7 @@ def add_train(sub) -> None:
             p.add_argument(flag, type=int, help=shown)
         elif isinstance(f.default, bool):
             p.add_argument(flag, type=_yes_no, metavar="{yes,no}", help=shown)
-        elif name in ("dropout", "time_budget_min", "bn_momentum"):
+        elif name in ("dropout", "time_budget_min", "bn_momentum", "ema_decay"):
             p.add_argument(flag, type=float, help=shown)
         else:
             p.add_argument(flag, type=default_type, choices=choices.get(name), help=shown)

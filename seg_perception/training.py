@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -89,6 +90,7 @@ class TrainConfig:
     # early stopping and bookkeeping
     bn_momentum: float | None = 0.1    # torchvision's MobileNetV3 uses 0.01, too slow for training from scratch
     precise_bn_batches: int = 0        # re-estimate batch-norm statistics on N train batches before each eval
+    ema_decay: float | None = None     # evaluate and save an exponential moving average of the weights
     patience: int | None = None
     min_delta: float = 0.0
     eval_every: int = 1
@@ -132,6 +134,7 @@ class TrainConfig:
             (len(self.crop) == 2 and min(self.crop) > 0, "crop must be two positive ints (width, height)"),
             (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "scale must be (min, max) with 0 < min <= max"),
             (self.freeze == "none" or self.init_from, "freeze needs init_from (a checkpoint to fine-tune)"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be between 0 and 1 (e.g. 0.999)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -243,6 +246,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
 
         train_ds, val_ds = open_splits(cfg)
         self.classes = train_ds.classes
@@ -268,7 +273,11 @@ class Trainer:
             for m in self.model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.momentum = cfg.bn_momentum
-        self.frozen = apply_freeze(self.model, cfg.freeze)
+        frozen_ids = {id(c) for f in apply_freeze(self.model, cfg.freeze) for c in f.modules()}
+        self.frozen_names = {name for name, m in self.model.named_modules() if id(m) in frozen_ids}
+        # The averaged copy includes batch-norm buffers, so it can be evaluated and saved as it is.
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+                    if cfg.ema_decay else None)
 
         self.train_images, self.train_labels = load_all(train_ds, cfg.max_images, "loading train", progress=progress)
         if val_ds is not None:
@@ -301,7 +310,8 @@ class Trainer:
                                  self.mean, self.std)
         self.gen = gen = torch.Generator().manual_seed(cfg.seed)
         self.loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
-                                 num_workers=cfg.num_workers, generator=gen, persistent_workers=cfg.num_workers > 0)
+                                 num_workers=cfg.num_workers, generator=gen, persistent_workers=cfg.num_workers > 0,
+                                 pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = max(1, len(self.loader))
 
         self.epoch = 0
@@ -314,6 +324,11 @@ class Trainer:
         self.stop_reason = None
         if resume:
             self._load_state()
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are evaluated and saved: the moving average when ema_decay is set."""
+        return self.ema.module if self.ema is not None else self.model
 
     # -- state ----------------------------------------------------------
     def _info(self, record: dict) -> ModelInfo:
@@ -345,6 +360,7 @@ class Trainer:
             "history": self.history, "rng": _rng_state(), "loader_rng": self.gen.get_state(),
             "stop_reason": self.stop_reason,
             "config": dataclasses.asdict(self.cfg),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
         atomic_save(state, self.out / "last.pt")
 
@@ -356,6 +372,10 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=False)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.ema is not None:
+                if state.get("ema") is None:
+                    raise CheckpointError("it was trained without ema_decay")
+                self.ema.load_state_dict(state["ema"])
         except Exception as exc:
             raise CheckpointError(f"--resume: {path} is corrupt or from another model ({exc})") from None
         self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
@@ -400,10 +420,12 @@ class Trainer:
             return "max_steps"
         return None
 
-    def _set_train_mode(self) -> None:
-        self.model.train()
-        for m in self.frozen:
-            m.eval()  # frozen layers keep their batch-norm statistics
+    def _set_train_mode(self, model: torch.nn.Module | None = None) -> None:
+        model = self.model if model is None else model
+        model.train()
+        for name, m in model.named_modules():
+            if name in self.frozen_names:
+                m.eval()  # frozen layers keep their batch-norm statistics
 
     def train_epoch(self) -> float:
         self._set_train_mode()
@@ -419,10 +441,10 @@ class Trainer:
             lr = cfg.lr * lr_factor(self._progress(), warmup, cfg.schedule)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-            x = normalise(img.to(self.device), self.mean, self.std)
+            x = normalise(img.to(self.device, non_blocking=True), self.mean, self.std)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = mask.to(self.device).long()
+            y = mask.to(self.device, non_blocking=True).long()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 outs = train_outputs(self.model, x)
             loss = self.criterion(outs["out"].float(), y)
@@ -431,6 +453,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             self.step += 1
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
@@ -443,21 +467,24 @@ class Trainer:
         return float(np.mean(losses)) if losses else float("nan")
 
     @torch.no_grad()
-    def recalibrate_bn(self, batches: int) -> None:
+    def recalibrate_bn(self, model: torch.nn.Module, batches: int) -> None:
         """Precise BN: replace running statistics by their average over `batches` augmented train batches."""
-        bns = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-               and not any(m is f or any(m is c for c in f.modules()) for f in self.frozen)]
+        bns = [m for name, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               and name not in self.frozen_names]
         if not bns or batches <= 0:
             return
         saved = [m.momentum for m in bns]
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative average
-        self._set_train_mode()
+        self._set_train_mode(model)
         for i, (img, _) in enumerate(self.loader):
             if i >= batches:
                 break
-            self.model(normalise(img.to(self.device), self.mean, self.std))
+            x = normalise(img.to(self.device), self.mean, self.std)
+            if self.cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            model(x)
         for m, mom in zip(bns, saved):
             m.momentum = mom
 
@@ -472,15 +499,15 @@ class Trainer:
             self.epoch += 1
             row = {"epoch": self.epoch, "step": self.step, "lr": self.last_lr, "train_loss": train_loss}
             if self.val_images and (self.epoch % cfg.eval_every == 0 or self._done()):
-                self.recalibrate_bn(cfg.precise_bn_batches)
-                res = evaluate_model(self.model, self.val_images, self.val_labels, self.classes, self.mean,
+                self.recalibrate_bn(self.eval_model, cfg.precise_bn_batches)
+                res = evaluate_model(self.eval_model, self.val_images, self.val_labels, self.classes, self.mean,
                                      self.std, device=self.device, progress=self.progress)
                 row.update(val_miou=res["miou"], val_pixel_accuracy=res["pixel_accuracy"],
                            val_per_class_iou=res["per_class_iou"])
                 if self.best_epoch is None or res["miou"] > self.best_miou + cfg.min_delta:
                     self.best_miou, self.best_epoch, self.epochs_without_gain = res["miou"], self.epoch, 0
                     self.history.append(row)
-                    save_checkpoint(self.out / "best.pt", self.model, self._info(self._record()))
+                    save_checkpoint(self.out / "best.pt", self.eval_model, self._info(self._record()))
                     self.history.pop()
                 else:
                     self.epochs_without_gain += 1
@@ -491,7 +518,7 @@ class Trainer:
             self.history.append(row)
             if not self.val_images:
                 self.best_epoch = self.epoch
-                save_checkpoint(self.out / "best.pt", self.model, self._info(self._record()))
+                save_checkpoint(self.out / "best.pt", self.eval_model, self._info(self._record()))
             self._save_state()
             self._write_logs()
             miou = row.get("val_miou")

@@ -46,8 +46,8 @@ def batch_loss(trainer: Trainer, x, y) -> float:
     ("unet", {"dropout": 0.0}),
     ("deeplabv3", {}),
     ("fcn", {}),
-    ("lraspp_mobilenet_v3_large", {"precision": "bf16", "channels_last": True}),
-], ids=["lraspp", "unet", "deeplabv3", "fcn", "lraspp-bf16-channels-last"])
+    ("lraspp_mobilenet_v3_large", {"precision": "bf16", "channels_last": True, "ema_decay": 0.9}),
+], ids=["lraspp", "unet", "deeplabv3", "fcn", "lraspp-bf16-channels-last-ema"])
 def test_training_steps_lower_the_loss(tmp_path, arch, kwargs):
     torch.manual_seed(0)
     cfg = small_config(tmp_path, arch=arch, epochs=8, loss="ce+dice", val_images=None, **kwargs)
@@ -60,32 +60,37 @@ def test_training_steps_lower_the_loss(tmp_path, arch, kwargs):
     model, info = load_checkpoint(Path(cfg.out) / "best.pt")
     assert info.arch == arch and info.classes.num_classes == 11
     assert info.training["epochs"] >= 1 and info.training["dataset"]
-    trained = dict(trainer.model.named_parameters())  # fp32 weights as trained, whatever precision or layout
+    # fp32 weights as trained (their moving average with ema_decay), whatever precision or layout
+    trained = dict(trainer.eval_model.named_parameters())
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32
         torch.testing.assert_close(p, trained[name].detach())
+    if cfg.ema_decay:
+        raw = dict(trainer.model.named_parameters())
+        assert any(not torch.equal(p, raw[n]) for n, p in model.named_parameters()), "saved raw weights, not the EMA"
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
-    whole = Trainer(small_config(tmp_path / "a", epochs=4, max_images=4), progress=False, log=lambda *_: None)
+    whole = Trainer(small_config(tmp_path / "a", epochs=4, max_images=4, ema_decay=0.8), progress=False,
+                    log=lambda *_: None)
     full = whole.run()
 
-    first = Trainer(small_config(tmp_path / "b", epochs=4, max_images=4, max_steps=4), progress=False,
+    first = Trainer(small_config(tmp_path / "b", epochs=4, max_images=4, max_steps=4, ema_decay=0.8), progress=False,
                     log=lambda *_: None).run()
     assert first["epochs"] == 2 and first["stop_reason"] == "max_steps"
-    resumed = Trainer(small_config(tmp_path / "b", epochs=4, max_images=4), resume=True, progress=False,
-                      log=lambda *_: None)
+    resumed = Trainer(small_config(tmp_path / "b", epochs=4, max_images=4, ema_decay=0.8), resume=True,
+                      progress=False, log=lambda *_: None)
     assert resumed.epoch == 2 and resumed.step == 4
     second = resumed.run()
     assert second["epochs"] == 4
     losses_full = [h["train_loss"] for h in full["history"]]
     losses_resumed = [h["train_loss"] for h in second["history"]]
     np.testing.assert_allclose(losses_resumed, losses_full, rtol=1e-4)
-    a = whole.model.state_dict()
-    b = resumed.model.state_dict()
-    for k in a:
-        if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+    for done, again in ((whole.model, resumed.model), (whole.eval_model, resumed.eval_model)):  # raw and EMA
+        a, b = done.state_dict(), again.state_dict()
+        for k in a:
+            if a[k].is_floating_point():
+                torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
 
 
 def test_early_stopping_stops_on_a_plateau(tmp_path):
