@@ -58,6 +58,8 @@ def measure(path: Path, *, threads: int, runs: int, width: int, height: int) -> 
         sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         xn = x.numpy()
         row["ort_ms"], row["ort_p95"] = time_it(lambda: sess.run(None, {"image": xn}), warmup=5, runs=runs)
+        pair = np.concatenate([xn, xn[..., ::-1]])  # flip TTA: the frame and its mirror image as one batch
+        row["tta_ms"], row["tta_p95"] = time_it(lambda: sess.run(None, {"image": pair}), warmup=3, runs=runs)
     return row
 
 
@@ -70,13 +72,14 @@ def main() -> None:
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     print(f"batch 1, {w}x{h}, {args.threads} threads, torch {torch.__version__}; median (p95) ms\n")
-    print("| model | arch | params (M) | GMACs | val mIoU | PyTorch eager ms | ONNX Runtime ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | arch | params (M) | GMACs | val mIoU | PyTorch eager ms | ONNX Runtime ms | ONNX Runtime, flip TTA ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for path in args.checkpoints:
         r = measure(path, threads=args.threads, runs=args.runs, width=w, height=h)
         miou = f"{100 * r['val_miou']:.1f}" if r["val_miou"] is not None else "n/a"
         print(f"| {r['model']} | {r['arch']} | {r['params_m']:.2f} | {r['gflops']:.2f} | {miou} | "
-              f"{r['torch_ms']:.1f} ({r['torch_p95']:.1f}) | {r['ort_ms']:.1f} ({r['ort_p95']:.1f}) |", flush=True)
+              f"{r['torch_ms']:.1f} ({r['torch_p95']:.1f}) | {r['ort_ms']:.1f} ({r['ort_p95']:.1f}) | "
+              f"{r['tta_ms']:.1f} ({r['tta_p95']:.1f}) |", flush=True)
 
 
 if __name__ == "__main__":

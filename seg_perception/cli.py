@@ -81,12 +81,14 @@ def _add_model_args(p, *, backend_default="auto") -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--backend", default=backend_default, choices=["auto", "torch", "onnxruntime"])
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="flip test-time augmentation: average the frame and its mirror image (2x inference time)")
 
 
 def _segmenter(args):
     from .segmenter import Segmenter, default_model_path
     seg = Segmenter(args.model or default_model_path(), device=args.device, backend=args.backend,
-                    threads=args.threads)
+                    threads=args.threads, flip_tta=args.flip_tta)
     print(f"model: {seg.describe()}", file=sys.stderr)
     return seg
 

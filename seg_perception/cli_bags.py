@@ -127,6 +127,8 @@ def add_evaluate_bag(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"])
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="flip test-time augmentation: average the frame and its mirror image (2x inference time)")
     p.add_argument("--mapping", help="YAML: label id in the bag -> model class id/name (for other datasets' ids)")
     p.add_argument("--samples", type=int, default=6, help="frames in samples.png (default 6)")
     live = p.add_argument_group("live mode")
@@ -171,6 +173,8 @@ def run_evaluate_bag(args) -> int:
                 params.append(f"{name}:={getattr(args, name)}")
         if args.threads:
             params.append(f"threads:={args.threads}")
+        if args.flip_tta:
+            params.append("flip_tta:=true")
         result, samples = evaluate_live(args.bag, image_topic, args.label_topic, model=args.model,
                                         mapping=args.mapping, start_node=not args.no_start_node, node_params=params,
                                         output_topic=args.output_topic, rate=args.rate,
@@ -182,7 +186,7 @@ def run_evaluate_bag(args) -> int:
         from .bag_evaluation import evaluate_offline
         from .segmenter import Segmenter, default_model_path
         seg = Segmenter(args.model or default_model_path(), device=args.device, backend=args.backend,
-                        threads=args.threads)
+                        threads=args.threads, flip_tta=args.flip_tta)
         print(f"model: {seg.describe()}", file=sys.stderr)
         result, samples = evaluate_offline(args.bag, image_topic, args.label_topic, seg, mapping=args.mapping,
                                            progress=not args.no_progress, samples=args.samples)

@@ -1,4 +1,4 @@
-"""Segmentation losses: cross-entropy, Dice and their sum, all honouring the ignore id."""
+"""Segmentation losses: cross-entropy, Dice and their sum, and knowledge distillation, all honouring the ignore id."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,6 +51,20 @@ class SegmentationLoss(nn.Module):
         if "dice" in self.kind:
             loss = loss + self.dice_weight * self.dice(logits, target)
         return loss
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, target: torch.Tensor, *,
+                      temperature: float = 1.0, ignore_index: int = 255) -> torch.Tensor:
+    """Per-pixel KL(teacher || student) at a temperature, averaged over labelled pixels.
+
+    teacher_probs are the teacher's class probabilities at the same temperature;
+    the T^2 factor keeps gradient sizes comparable across temperatures (Hinton et al.).
+    """
+    log_student = F.log_softmax(student_logits.float() / temperature, 1)
+    teacher = teacher_probs.float()
+    kl = (teacher * (teacher.clamp_min(1e-8).log() - log_student)).sum(1)
+    valid = (target != ignore_index).float()
+    return (kl * valid).sum() / valid.sum().clamp_min(1.0) * temperature ** 2
 
 
 def class_weights_from_counts(counts: np.ndarray, *, method: str = "enet", c: float = 1.1) -> np.ndarray:

@@ -103,6 +103,9 @@ PARAMETERS: dict[str, tuple[int, object, dict]] = {
         "Reliability of the published outputs"))),
     "output_qos_depth": (_I, 1, dict(read_only=True, int_range=(1, 100), description=(
         "History depth of the published outputs (keep last)"))),
+    "flip_tta": (_B, False, dict(description=(
+        "Flip test-time augmentation: segment the frame and its mirror image and average them; "
+        "about one point of val mIoU for twice the inference time"))),
     "overlay_alpha": (_D, 0.5, dict(float_range=(0.0, 1.0), description=(
         "Overlay opacity: 0 = camera frame only, 1 = class colours only"))),
     "drivable_classes": (_SA, None, dict(description=(
@@ -135,6 +138,7 @@ class Settings:
     palette_lut: np.ndarray
     publish_confidence: bool
     publish_overlay: bool
+    flip_tta: bool
 
 
 def build_settings(values: dict, classes: ClassTable) -> Settings:
@@ -171,7 +175,7 @@ def build_settings(values: dict, classes: ClassTable) -> Settings:
                     obstacle_ids=groups["obstacle"], drivable_lut=group_lut(groups["drivable"]),
                     obstacle_lut=group_lut(groups["obstacle"]), palette_lut=table.palette_array(),
                     publish_confidence=bool(values["publish_confidence"]),
-                    publish_overlay=bool(values["publish_overlay"]))
+                    publish_overlay=bool(values["publish_overlay"]), flip_tta=bool(values["flip_tta"]))
 
 
 class _Stats:
@@ -331,7 +335,8 @@ class SegmentationNode(Node):
             f"segmenting {self.sub.topic_name} ({'CompressedImage' if self.compressed else 'Image'}, "
             f"{ro['qos_reliability']} depth {ro['qos_depth']}) with {self.segmenter.describe()}; "
             f"publishing under {self.resolve_topic_name('segmentation')}; drivable "
-            f"{[names[i] for i in s.drivable_ids]}, obstacle {[names[i] for i in s.obstacle_ids]}")
+            f"{[names[i] for i in s.drivable_ids]}, obstacle {[names[i] for i in s.obstacle_ids]}"
+            + ("; flip TTA on" if s.flip_tta else ""))
 
     def stop(self) -> None:
         self._stop.set()
@@ -389,7 +394,7 @@ class SegmentationNode(Node):
             self._skip(str(exc))
             return
         try:
-            seg = self.segmenter.segment(rgb, output_size=s.output_resolution)
+            seg = self.segmenter.segment(rgb, output_size=s.output_resolution, flip_tta=s.flip_tta)
         except self._InputError as exc:
             self._skip(str(exc))
             return

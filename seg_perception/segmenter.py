@@ -6,6 +6,10 @@ where its provider exists). With backend 'auto' a `.pt` checkpoint runs on
 CUDA through PyTorch when a GPU is there, and on CPU through ONNX Runtime when
 an exported `.onnx` of the same checkpoint lies next to it (3x faster than
 eager PyTorch on CPU); otherwise through PyTorch.
+
+Flip test-time augmentation (`flip_tta`) runs the frame and its mirror image
+as one batch of two and averages their class probabilities: about one point
+of CamVid val mIoU for twice the inference time.
 """
 from __future__ import annotations
 
@@ -81,7 +85,7 @@ class Segmenter:
 
     def __init__(self, model_path: str | Path, *, device: str = "auto", backend: str = "auto",
                  threads: int | None = None, input_size: tuple[int, int] | None = None,
-                 half: bool | None = None):
+                 half: bool | None = None, flip_tta: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}' unknown; choose one of {list(BACKENDS)}")
         self.model_path = Path(model_path)
@@ -89,6 +93,7 @@ class Segmenter:
             raise CheckpointError(f"model file {self.model_path} does not exist")
         self.device = resolve_device(device)
         self.threads = threads
+        self.flip_tta = bool(flip_tta)
         is_onnx = self.model_path.suffix.lower() == ".onnx"
         onnx_path = self.model_path if is_onnx else self._sibling_onnx()
         if backend == "auto":
@@ -154,7 +159,7 @@ class Segmenter:
         self.provider = "onnxruntime-" + self._session.get_providers()[0].replace("ExecutionProvider", "").lower()
 
     # -- inference ----------------------------------------------------------
-    def _logits_top(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _logits_top(self, rgb: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
         """Class ids and top softmax probability at network resolution."""
         if self.backend == "torch":
             torch = self._torch
@@ -163,22 +168,35 @@ class Segmenter:
                 x = (x.float() - self._mean) / self._std
                 if self.half:
                     x = x.half()
-                logits = self._torch_model(x).float()
-                prob, ids = logits.softmax(1).max(1)
+                if flip:
+                    x = torch.cat([x, x.flip(3)])
+                probs = self._torch_model(x).float().softmax(1)
+                if flip:
+                    probs = (probs[:1] + probs[1:].flip(3)) / 2
+                prob, ids = probs.max(1)
                 return ids[0].to(torch.uint8).cpu().numpy(), prob[0].cpu().numpy()
         x = rgb.transpose(2, 0, 1)[None].astype(np.float32)
         x = (x - self._mean) / self._std
-        logits = self._session.run(None, {self._input_name: x})[0][0]
+        if flip:
+            x = np.concatenate([x, x[..., ::-1]])
+        logits = self._session.run(None, {self._input_name: x})[0]
+        if flip:
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            probs = e / e.sum(1, keepdims=True)
+            probs = (probs[0] + probs[1][..., ::-1]) / 2
+            return probs.argmax(0).astype(np.uint8), probs.max(0)
+        logits = logits[0]
         ids = logits.argmax(0).astype(np.uint8)
         top = logits.max(0)
         prob = 1.0 / np.exp(logits - top).sum(0)
         return ids, prob
 
-    def segment(self, rgb: np.ndarray, *, output_size: str = "input") -> Segmentation:
+    def segment(self, rgb: np.ndarray, *, output_size: str = "input", flip_tta: bool | None = None) -> Segmentation:
         """Segment an HxWx3 uint8 RGB frame.
 
         The frame is resized to the model's input size; labels come back at the
         frame's size (nearest) or, with output_size='network', at the model's.
+        flip_tta overrides the segmenter's own setting for this frame.
         """
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise InputError(f"expected an HxWx3 uint8 RGB array, got "
@@ -192,7 +210,7 @@ class Segmenter:
         nw, nh = self.input_size
         net_in = rgb if (w, h) == (nw, nh) else cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA
                                                              if w > nw else cv2.INTER_LINEAR)
-        ids, prob = self._logits_top(np.ascontiguousarray(net_in))
+        ids, prob = self._logits_top(np.ascontiguousarray(net_in), self.flip_tta if flip_tta is None else flip_tta)
         conf = np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
         if output_size == "input" and (w, h) != (nw, nh):
             ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -201,7 +219,8 @@ class Segmenter:
 
     def describe(self) -> str:
         return (f"{self.info.arch} ({self.classes.num_classes} classes, input {self.input_size[0]}x"
-                f"{self.input_size[1]}) from {self.model_path} on {self.provider}")
+                f"{self.input_size[1]}) from {self.model_path} on {self.provider}"
+                + (" with flip TTA" if self.flip_tta else ""))
 
 
 def default_model_path() -> Path:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, ModelInfo, atomic_save, load_checkpoint, save_checkpoint
 from .classes import ClassTable
 from .datasets import LabelledFolder, open_dataset
-from .losses import LOSSES, SegmentationLoss, class_weights_from_counts
+from .losses import LOSSES, SegmentationLoss, class_weights_from_counts, distillation_loss
 from .metrics import confusion_matrix, scores
 from .models import FREEZE_MODES, apply_freeze, build_model, canonical_name, train_outputs
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalise, to_tensors, train_transform
@@ -69,6 +69,10 @@ class TrainConfig:
     class_weights: str = "none"        # none | enet | median
     dice_weight: float = 1.0
     aux_weight: float = 0.4
+    distill_from: str | None = None    # teacher checkpoint for knowledge distillation
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
+    distill_flip: bool = True          # the teacher averages each crop and its mirror image (flip TTA)
     # optimisation
     optimizer: str = "adamw"
     lr: float = 2e-3
@@ -135,6 +139,8 @@ class TrainConfig:
             (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "scale must be (min, max) with 0 < min <= max"),
             (self.freeze == "none" or self.init_from, "freeze needs init_from (a checkpoint to fine-tune)"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be between 0 and 1 (e.g. 0.999)"),
+            (self.distill_weight >= 0 and self.distill_temperature > 0,
+             "distill_weight must be >= 0 and distill_temperature > 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -269,6 +275,8 @@ class Trainer:
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.teacher_record = None
+        self.teacher = self._load_teacher(cfg.distill_from) if cfg.distill_from else None
         if cfg.bn_momentum is not None:
             for m in self.model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -325,6 +333,37 @@ class Trainer:
         if resume:
             self._load_state()
 
+    def _load_teacher(self, path: str):
+        """A frozen model whose softened predictions the student learns to match."""
+        teacher, info = load_checkpoint(path)
+        if info.classes.names != self.classes.names:
+            raise ConfigError(f"distill_from {path} has classes {list(info.classes.names)}, "
+                              f"dataset has {list(self.classes.names)}")
+        self.teacher_mean, self.teacher_std = info.mean, info.std
+        self.teacher_record = {"checkpoint": Path(path).name, "val_miou": info.training.get("val_miou"),
+                               "flip": self.cfg.distill_flip, "temperature": self.cfg.distill_temperature}
+        teacher.to(self.device).eval().requires_grad_(False)
+        if self.cfg.channels_last:
+            teacher.to(memory_format=torch.channels_last)
+        return teacher
+
+    @torch.no_grad()
+    def teacher_probs(self, img: torch.Tensor) -> torch.Tensor:
+        """The teacher's class probabilities at the distillation temperature (flip-averaged if distill_flip)."""
+        cfg = self.cfg
+        x = normalise(img.to(self.device, non_blocking=True), self.teacher_mean, self.teacher_std)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if cfg.distill_flip:
+            x = torch.cat([x, x.flip(3)])
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = self.teacher(x)
+        probs = (logits.float() / cfg.distill_temperature).softmax(1)
+        if cfg.distill_flip:
+            n = img.shape[0]
+            probs = (probs[:n] + probs[n:].flip(3)) / 2
+        return probs
+
     @property
     def eval_model(self) -> torch.nn.Module:
         """The weights that are evaluated and saved: the moving average when ema_decay is set."""
@@ -350,6 +389,7 @@ class Trainer:
             "val_per_class_iou": best.get("val_per_class_iou") if best else None,
             "torch": str(torch.__version__),
             "fine_tuned_from": self.lineage,  # the starting checkpoint's own record, for the model's history
+            "distilled_from": self.teacher_record,
         }
 
     def _save_state(self) -> None:
@@ -448,6 +488,10 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 outs = train_outputs(self.model, x)
             loss = self.criterion(outs["out"].float(), y)
+            if self.teacher is not None and cfg.distill_weight > 0:
+                loss = loss + cfg.distill_weight * distillation_loss(
+                    outs["out"], self.teacher_probs(img), y, temperature=cfg.distill_temperature,
+                    ignore_index=self.classes.ignore_index)
             if "aux" in outs:
                 loss = loss + cfg.aux_weight * self.criterion(outs["aux"].float(), y)
             self.optimizer.zero_grad(set_to_none=True)

@@ -12,6 +12,7 @@ import torch
 
 from seg_perception import cli
 from seg_perception.checkpoint import load_checkpoint
+from seg_perception.losses import distillation_loss
 from seg_perception.models import apply_freeze, build_model, train_outputs
 from seg_perception.training import ConfigError, TrainConfig, Trainer
 from seg_perception.transforms import normalise
@@ -123,6 +124,44 @@ def test_fine_tuning_with_frozen_encoder_keeps_it_fixed(tmp_path):
     assert record["fine_tuned_from"]["checkpoint"] == "best.pt"
     assert record["fine_tuned_from"]["training"]["steps"] == load_checkpoint(ckpt)[1].training["steps"]
     assert record["config"]["freeze"] == "encoder"
+
+
+def test_distillation_loss_is_zero_only_for_the_teachers_distribution():
+    torch.manual_seed(0)
+    teacher_logits = torch.randn(2, 11, 6, 8)
+    target = torch.randint(0, 11, (2, 6, 8))
+    probs = (teacher_logits / 2).softmax(1)
+    assert distillation_loss(teacher_logits, probs, target, temperature=2.0) == pytest.approx(0.0, abs=1e-5)
+    other = torch.randn(2, 11, 6, 8)
+    assert distillation_loss(other, probs, target, temperature=2.0) > 0.1
+    ignored = torch.full_like(target, 11)  # every pixel unlabelled: nothing to learn from
+    assert distillation_loss(other, probs, ignored, temperature=2.0, ignore_index=11) == 0
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
+    teacher_cfg = small_config(tmp_path / "teacher", epochs=1, seed=1)  # a poor teacher, far from the labels
+    Trainer(teacher_cfg, progress=False, log=lambda *_: None).run()
+    teacher = str(Path(teacher_cfg.out) / "best.pt")
+
+    def gap_to_teacher(trainer) -> float:
+        img, mask = next(iter(trainer.loader))
+        trainer.model.eval()
+        with torch.no_grad():
+            logits = trainer.model(normalise(img, trainer.mean, trainer.std))
+        return float(distillation_loss(logits, trainer.teacher_probs(img), mask.long(), temperature=2.0,
+                                       ignore_index=trainer.classes.ignore_index))
+
+    gaps = {}
+    for weight in (0.0, 20.0):  # same seed and data; only the distillation term differs
+        cfg = small_config(tmp_path / f"student{weight}", epochs=25, seed=2, distill_from=teacher,
+                           distill_weight=weight, distill_temperature=2.0)
+        trainer = Trainer(cfg, progress=False, log=lambda *_: None)
+        trainer.run()
+        gaps[weight] = gap_to_teacher(trainer)
+    assert gaps[20.0] < 0.3 * gaps[0.0], gaps
+    record = load_checkpoint(Path(cfg.out) / "best.pt")[1].training
+    assert record["distilled_from"] == {"checkpoint": "best.pt", "val_miou": record["distilled_from"]["val_miou"],
+                                        "flip": True, "temperature": 2.0}
 
 
 def test_freeze_all_but_decoder_leaves_only_decoder_trainable():

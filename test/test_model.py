@@ -60,6 +60,32 @@ def test_shipped_model_reaches_85_percent_pixel_accuracy_on_val_frames(shipped, 
         assert cv2.imread(str(tmp_path / png)) is not None
 
 
+def test_flip_tta_is_mirror_symmetric_on_both_backends(shipped, tmp_path):
+    rgb = read_rgb(FRAMES[2])
+    mirrored = np.ascontiguousarray(rgb[:, ::-1])
+    tta = Segmenter(default_model_path(), device="cpu", flip_tta=True)
+    a, b = tta.segment(rgb).labels, tta.segment(mirrored).labels
+    # Averaging a frame with its mirror image makes the labels mirror-symmetric; the model alone is not.
+    assert (a == b[:, ::-1]).mean() > 0.9999
+    plain, plain_mirrored = shipped.segment(rgb).labels, shipped.segment(mirrored).labels
+    assert (plain != plain_mirrored[:, ::-1]).sum() > 100
+    assert (a != plain).any()
+    torch_tta = Segmenter(default_model_path(), device="cpu", backend="torch", flip_tta=True)
+    assert tta.backend == "onnxruntime" and torch_tta.backend == "torch"
+    assert (torch_tta.segment(rgb).labels == a).mean() > 0.999
+    np.testing.assert_array_equal(shipped.segment(rgb, flip_tta=True).labels, a)  # per-frame override
+    # evaluate --flip-tta scores the TTA labels
+    hits = total = 0
+    for path in FRAMES:
+        gt = read_label(SAMPLES / "labels" / path.name)
+        valid = gt != CAMVID.ignore_index
+        hits += int((tta.segment(read_rgb(path)).labels[valid] == gt[valid]).sum())
+        total += int(valid.sum())
+    assert cli.main(["evaluate", "--flip-tta", "--images", str(SAMPLES / "images"), "--labels",
+                     str(SAMPLES / "labels"), "--output", str(tmp_path), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["pixel_accuracy"] == pytest.approx(hits / total)
+
+
 def test_torch_and_onnx_backends_agree_on_real_frames(shipped):
     torch_seg = Segmenter(default_model_path(), device="cpu", backend="torch")
     assert shipped.backend == "onnxruntime" and torch_seg.backend == "torch"

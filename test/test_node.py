@@ -108,7 +108,9 @@ class Probe:
         req = SetParameters.Request()
         for name, value in values.items():
             pv = ParameterValue()
-            if isinstance(value, float):
+            if isinstance(value, bool):
+                pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+            elif isinstance(value, float):
                 pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
             elif isinstance(value, list) and all(isinstance(v, int) for v in value) and value:
                 pv.type, pv.integer_array_value = ParameterType.PARAMETER_INTEGER_ARRAY, value
@@ -299,6 +301,21 @@ def test_runtime_parameters(raw_node, frames):
                                   np.where(np.isin(labels, CAMVID.ids(["Road", "Pavement"])), 255, 0))
     assert probe.set_parameters(drivable_classes=[])[0].successful
     assert "parameters changed" in proc.output()
+
+
+def test_flip_tta_switches_at_runtime(raw_node, frames, library):
+    proc, probe = raw_node
+    rgb = frames[1]
+    assert probe.set_parameters(flip_tta=True)[0].successful
+    try:
+        out = probe.wait_outputs(probe.send(rgb_to_image(rgb, "rgb8", probe.header())))
+        with_tta = to_array(out["labels"])
+    finally:
+        assert probe.set_parameters(flip_tta=False)[0].successful
+    assert (with_tta == library.segment(rgb, flip_tta=True).labels).mean() > 0.999
+    assert (with_tta != library.segment(rgb).labels).any(), "flip_tta changed nothing"
+    out = probe.wait_outputs(probe.send(rgb_to_image(rgb, "rgb8", probe.header())))
+    assert (to_array(out["labels"]) == library.segment(rgb).labels).mean() > 0.999
 
 
 def _bad_frames(rgb: np.ndarray, header_fn) -> list[tuple[str, Image, str]]:

@@ -1,0 +1,72 @@
+"""Every inference path the node can take, on the bundled real frames: latency
+per frame (Segmenter.segment, pre- and post-processing included) and label
+agreement with the CPU ONNX Runtime reference, with and without flip TTA.
+
+Prints a Markdown table. Not a test: figures depend on the machine. CUDA rows
+appear only where PyTorch sees a GPU (ONNX Runtime on CUDA only where its CUDA
+provider is installed).
+
+    .venv/bin/python benchmarks/inference_backends.py --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from seg_perception.datasets import read_label, read_rgb  # noqa: E402
+from seg_perception.segmenter import Segmenter, default_model_path  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "camvid_val"
+
+
+def paths() -> list[dict]:
+    import onnxruntime as ort
+    import torch
+
+    rows = [dict(device="cpu", backend="onnxruntime"), dict(device="cpu", backend="torch")]
+    if torch.cuda.is_available():
+        rows += [dict(device="cuda", backend="torch"), dict(device="cuda", backend="torch", half=False)]
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            rows.append(dict(device="cuda", backend="onnxruntime"))
+    return rows
+
+
+def run(seg: Segmenter, frames, repeats: int) -> tuple[list[np.ndarray], float]:
+    labels = [seg.segment(rgb).labels for rgb in frames]  # also the warm-up
+    times = [seg.segment(rgb).inference_ms for _ in range(repeats) for rgb in frames]
+    return labels, statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=default_model_path())
+    p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    images = sorted((SAMPLES / "images").glob("*.png"))
+    frames = [read_rgb(f) for f in images]
+    truth = [read_label(SAMPLES / "labels" / f.name) for f in images]
+    print(f"{len(frames)} bundled CamVid val frames, {args.model.name}; median ms per frame\n")
+    print("| device | backend | precision | flip TTA | ms/frame | labels equal to CPU ONNX | pixel accuracy |")
+    print("|---|---|---|---|---|---|---|")
+    reference = {}
+    for flip in (False, True):
+        for kw in paths():
+            seg = Segmenter(args.model, threads=args.threads, flip_tta=flip, **kw)
+            labels, ms = run(seg, frames, args.repeats)
+            ref = reference.setdefault(flip, labels)
+            agree = np.mean([np.mean(a == b) for a, b in zip(labels, ref)])
+            ignore = seg.classes.ignore_index
+            hits = sum(int((lab[gt != ignore] == gt[gt != ignore]).sum()) for lab, gt in zip(labels, truth))
+            total = sum(int((gt != ignore).sum()) for gt in truth)
+            print(f"| {seg.device} | {seg.backend} | {'fp16' if seg.half else 'fp32'} | {'yes' if flip else 'no'} | "
+                  f"{ms:.1f} | {100 * agree:.3f} % | {100 * hits / total:.2f} % |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
