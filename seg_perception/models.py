@@ -164,6 +164,18 @@ def build_model(name: str, *, num_classes: int, **kwargs) -> nn.Module:
         raise UnknownModelError(f"model '{name}' does not take {sorted(kwargs)}: {exc}; accepted: {accepted}") from None
 
 
+def class_probabilities(model: nn.Module, x: torch.Tensor, *, flip: bool = False,
+                        temperature: float = 1.0) -> torch.Tensor:
+    """Softmax class probabilities (NCHW, fp32); with flip, averaged with the mirror image's (flip TTA)."""
+    if flip:
+        x = torch.cat([x, x.flip(3)])
+    probs = (model(x).float() / temperature).softmax(1)
+    if flip:
+        n = x.shape[0] // 2
+        probs = (probs[:n] + probs[n:].flip(3)) / 2
+    return probs
+
+
 def train_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Main and (if built) auxiliary logits for the loss."""
     if hasattr(model, "forward_train"):

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .checkpoint import CheckpointError, ModelInfo, info_from_dict, load_checkpoint
+from .models import class_probabilities
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 DEVICES = ("auto", "cpu", "cuda")
@@ -168,12 +169,7 @@ class Segmenter:
                 x = (x.float() - self._mean) / self._std
                 if self.half:
                     x = x.half()
-                if flip:
-                    x = torch.cat([x, x.flip(3)])
-                probs = self._torch_model(x).float().softmax(1)
-                if flip:
-                    probs = (probs[:1] + probs[1:].flip(3)) / 2
-                prob, ids = probs.max(1)
+                prob, ids = class_probabilities(self._torch_model, x, flip=flip).max(1)
                 return ids[0].to(torch.uint8).cpu().numpy(), prob[0].cpu().numpy()
         x = rgb.transpose(2, 0, 1)[None].astype(np.float32)
         x = (x - self._mean) / self._std

@@ -30,7 +30,7 @@ from .classes import ClassTable
 from .datasets import LabelledFolder, open_dataset
 from .losses import LOSSES, SegmentationLoss, class_weights_from_counts, distillation_loss
 from .metrics import confusion_matrix, scores
-from .models import FREEZE_MODES, apply_freeze, build_model, canonical_name, train_outputs
+from .models import FREEZE_MODES, apply_freeze, build_model, canonical_name, class_probabilities, train_outputs
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalise, to_tensors, train_transform
 
 
@@ -354,15 +354,8 @@ class Trainer:
         x = normalise(img.to(self.device, non_blocking=True), self.teacher_mean, self.teacher_std)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if cfg.distill_flip:
-            x = torch.cat([x, x.flip(3)])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            logits = self.teacher(x)
-        probs = (logits.float() / cfg.distill_temperature).softmax(1)
-        if cfg.distill_flip:
-            n = img.shape[0]
-            probs = (probs[:n] + probs[n:].flip(3)) / 2
-        return probs
+            return class_probabilities(self.teacher, x, flip=cfg.distill_flip, temperature=cfg.distill_temperature)
 
     @property
     def eval_model(self) -> torch.nn.Module:
