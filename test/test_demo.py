@@ -100,8 +100,10 @@ def test_the_node_gets_the_shipped_parameter_file(demo_run):
 
 
 def test_ctrl_c_stops_the_demo_and_its_node(ros_env, tmp_path):
-    proc = subprocess.Popen(_demo_cmd(tmp_path / "out"), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    # A slow recorded rate (12 frames at 0.2 frames/s) keeps the demo busy long after the node starts, so the
+    # SIGINT lands mid-run however late this process gets to send it on a loaded machine.
+    proc = subprocess.Popen(_demo_cmd(tmp_path / "out", "--realtime", "--fps", "0.2"), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
     lines = []
     try:
         for line in proc.stdout:
