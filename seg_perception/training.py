@@ -39,6 +39,10 @@ CHOICES = {"loss": LOSSES, "class_weights": ("none", "enet", "median"), "optimiz
            "schedule": ("cosine", "poly"), "freeze": FREEZE_MODES, "precision": ("fp32", "bf16")}
 
 
+#: Consecutive optimiser steps with a non-finite loss or gradient after which a run is stopped as diverged.
+MAX_NON_FINITE_STEPS = 20
+
+
 class ConfigError(ValueError):
     """A training configuration with unknown keys or bad values."""
 
@@ -328,6 +332,7 @@ class Trainer:
         self.best_miou = -1.0
         self.best_epoch = None
         self.epochs_without_gain = 0
+        self.non_finite_streak = 0
         self.history: list[dict] = []
         self.stop_reason = None
         if resume:
@@ -391,7 +396,7 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed, "best_miou": self.best_miou,
             "best_epoch": self.best_epoch, "epochs_without_gain": self.epochs_without_gain,
             "history": self.history, "rng": _rng_state(), "loader_rng": self.gen.get_state(),
-            "stop_reason": self.stop_reason,
+            "stop_reason": self.stop_reason, "non_finite_streak": self.non_finite_streak,
             "config": dataclasses.asdict(self.cfg),
             "ema": self.ema.state_dict() if self.ema is not None else None,
         }
@@ -414,6 +419,7 @@ class Trainer:
         self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
         self.best_miou, self.best_epoch = state["best_miou"], state["best_epoch"]
         self.epochs_without_gain, self.history = state["epochs_without_gain"], state["history"]
+        self.non_finite_streak = state.get("non_finite_streak", 0)
         # A resumed run continues: stop reasons of the earlier run (budget, max_steps) are re-checked.
         _set_rng_state(state["rng"])
         if "loader_rng" in state:
@@ -426,7 +432,7 @@ class Trainer:
         (self.out / "log.json").write_text(json.dumps(self.history, indent=1))
         if not self.history:
             return
-        keys = ["epoch", "step", "lr", "train_loss", "val_miou", "val_pixel_accuracy", "epoch_time_s", "elapsed_s"]
+        keys = ["epoch", "step", "lr", "train_loss", "skipped_steps", "val_miou", "val_pixel_accuracy", "epoch_time_s", "elapsed_s"]
         class_keys = [f"iou_{n}" for n in self.classes.names]
         with open(self.out / "log.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -465,6 +471,8 @@ class Trainer:
         cfg = self.cfg
         warmup = cfg.warmup_epochs / cfg.epochs
         losses = []
+        lr = 0.0
+        self.epoch_skipped = 0
         t0 = time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                    file=sys.stderr, disable=not self.progress)
@@ -489,18 +497,28 @@ class Trainer:
                 loss = loss + cfg.aux_weight * self.criterion(outs["aux"].float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
+            if bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm)):
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
+                losses.append(float(loss.detach()))
+                self.non_finite_streak = 0
+            else:  # one bad batch must not turn every weight into NaN: skip its update
+                self.epoch_skipped += 1
+                self.non_finite_streak += 1
             self.step += 1
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}" if losses else "n/a", lr=f"{lr:.2e}")
             now = time.perf_counter()
             self.elapsed += now - t0
             t0 = now
+            if self.non_finite_streak >= MAX_NON_FINITE_STEPS:
+                self.stop_reason = (f"diverged: non-finite loss or gradients in {MAX_NON_FINITE_STEPS} consecutive "
+                                    "steps (try a lower lr or precision fp32)")
+                break
             if cfg.time_budget_min and self.elapsed >= 60 * cfg.time_budget_min:
                 break
-        self.last_lr = lr if losses else 0.0
+        self.last_lr = lr
         return float(np.mean(losses)) if losses else float("nan")
 
     @torch.no_grad()
@@ -534,7 +552,8 @@ class Trainer:
             t_epoch = time.perf_counter()
             train_loss = self.train_epoch()
             self.epoch += 1
-            row = {"epoch": self.epoch, "step": self.step, "lr": self.last_lr, "train_loss": train_loss}
+            row = {"epoch": self.epoch, "step": self.step, "lr": self.last_lr, "train_loss": train_loss,
+                   "skipped_steps": self.epoch_skipped}
             if self.val_images and (self.epoch % cfg.eval_every == 0 or self._done()):
                 self.recalibrate_bn(self.eval_model, cfg.precise_bn_batches)
                 res = evaluate_model(self.eval_model, self.val_images, self.val_labels, self.classes, self.mean,
@@ -560,6 +579,8 @@ class Trainer:
             self._write_logs()
             miou = row.get("val_miou")
             self.log(f"epoch {self.epoch}: loss {train_loss:.4f}, lr {self.last_lr:.2e}"
+                     + (f", {self.epoch_skipped} steps skipped (non-finite loss or gradients)"
+                        if self.epoch_skipped else "")
                      + (f", val mIoU {100 * miou:.2f} (best {100 * self.best_miou:.2f} @ {self.best_epoch})"
                         if miou is not None else "") + f", {row['epoch_time_s']:.0f}s")
         self.stop_reason = reason

@@ -3,6 +3,7 @@ model family, resume continues exactly, early stopping stops, and bad data
 or config fail with messages that name the culprit."""
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,24 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
         for k in a:
             if a[k].is_floating_point():
                 torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+def test_non_finite_steps_are_skipped_and_a_diverged_run_stops(tmp_path):
+    trainer = Trainer(small_config(tmp_path / "a", epochs=3, max_images=4), progress=False, log=lambda *_: None)
+    real = trainer.criterion
+    calls = itertools.count()
+    trainer.criterion = lambda logits, target: real(logits, target) * (float("nan") if next(calls) == 1 else 1.0)
+    result = trainer.run()
+    assert result["stop_reason"] == "epochs" and result["epochs"] == 3
+    assert [h["skipped_steps"] for h in result["history"]] == [1, 0, 0]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+    diverging = Trainer(small_config(tmp_path / "b", epochs=100, max_images=4), progress=False, log=lambda *_: None)
+    diverging.criterion = lambda logits, target: real(logits, target) * float("nan")
+    result = diverging.run()
+    assert result["stop_reason"].startswith("diverged") and result["epochs"] < 100
+    assert all(torch.isfinite(p).all() for p in diverging.model.parameters())
+    assert load_checkpoint(Path(diverging.cfg.out) / "best.pt")[0] is not None
 
 
 def test_early_stopping_stops_on_a_plateau(tmp_path):
