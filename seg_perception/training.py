@@ -486,6 +486,7 @@ class Trainer:
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = mask.to(self.device, non_blocking=True).long()
+            buffers = [b.detach().clone() for b in self.model.buffers()]  # batch-norm statistics before this batch
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 outs = train_outputs(self.model, x)
             loss = self.criterion(outs["out"].float(), y)
@@ -504,7 +505,10 @@ class Trainer:
                     self.ema.update_parameters(self.model)
                 losses.append(float(loss.detach()))
                 self.non_finite_streak = 0
-            else:  # one bad batch must not turn every weight into NaN: skip its update
+            else:  # one bad batch must not turn every weight (or BN statistic) into NaN: undo it
+                with torch.no_grad():
+                    for b, before in zip(self.model.buffers(), buffers):
+                        b.copy_(before)
                 self.epoch_skipped += 1
                 self.non_finite_streak += 1
             self.step += 1

@@ -99,11 +99,20 @@ def test_non_finite_steps_are_skipped_and_a_diverged_run_stops(tmp_path):
     trainer = Trainer(small_config(tmp_path / "a", epochs=3, max_images=4), progress=False, log=lambda *_: None)
     real = trainer.criterion
     calls = itertools.count()
-    trainer.criterion = lambda logits, target: real(logits, target) * (float("nan") if next(calls) == 1 else 1.0)
+    bn = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+    def flaky(logits, target):  # the second batch goes wrong: NaN loss, NaN batch-norm statistics
+        if next(calls) == 1:
+            bn.running_mean.data.fill_(float("nan"))  # .data: as a bad forward pass would leave it
+            return real(logits, target) * float("nan")
+        return real(logits, target)
+
+    trainer.criterion = flaky
     result = trainer.run()
     assert result["stop_reason"] == "epochs" and result["epochs"] == 3
     assert [h["skipped_steps"] for h in result["history"]] == [1, 0, 0]
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert all(torch.isfinite(b).all() for b in trainer.model.buffers() if b.is_floating_point())
 
     diverging = Trainer(small_config(tmp_path / "b", epochs=100, max_images=4), progress=False, log=lambda *_: None)
     diverging.criterion = lambda logits, target: real(logits, target) * float("nan")
