@@ -100,10 +100,12 @@ def test_the_node_gets_the_shipped_parameter_file(demo_run):
 
 
 def test_ctrl_c_stops_the_demo_and_its_node(ros_env, tmp_path):
-    # A slow recorded rate (12 frames at 0.2 frames/s) keeps the demo busy long after the node starts, so the
-    # SIGINT lands mid-run however late this process gets to send it on a loaded machine.
+    # A slow recorded rate (12 frames at 0.2 frames/s) keeps the demo busy until the SIGINT lands. SIGINT is
+    # reset to its default in the child: a shell's background job (`cmd &`) inherits it ignored, as a user's
+    # Ctrl-C never would be.
     proc = subprocess.Popen(_demo_cmd(tmp_path / "out", "--realtime", "--fps", "0.2"), cwd=tmp_path, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
         for line in proc.stdout:
