@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seg_perception.datasets import read_label, read_rgb  # noqa: E402
+from seg_perception.metrics import confusion_matrix, scores  # noqa: E402
 from seg_perception.segmenter import Segmenter, default_model_path  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "camvid_val"
@@ -36,9 +37,9 @@ def paths() -> list[dict]:
     return rows
 
 
-def run(seg: Segmenter, frames, repeats: int) -> tuple[list[np.ndarray], float]:
-    labels = [seg.segment(rgb).labels for rgb in frames]  # also the warm-up
-    times = [seg.segment(rgb).inference_ms for _ in range(repeats) for rgb in frames]
+def run(seg: Segmenter, frames, repeats: int, flip: bool) -> tuple[list[np.ndarray], float]:
+    labels = [seg.segment(rgb, flip_tta=flip).labels for rgb in frames]  # also the warm-up
+    times = [seg.segment(rgb, flip_tta=flip).inference_ms for _ in range(repeats) for rgb in frames]
     return labels, statistics.median(times)
 
 
@@ -54,18 +55,17 @@ def main() -> None:
     print(f"{len(frames)} bundled CamVid val frames, {args.model.name}; median ms per frame\n")
     print("| device | backend | precision | flip TTA | ms/frame | labels equal to CPU ONNX | pixel accuracy |")
     print("|---|---|---|---|---|---|---|")
-    reference = {}
+    segmenters = [Segmenter(args.model, threads=args.threads, **kw) for kw in paths()]
     for flip in (False, True):
-        for kw in paths():
-            seg = Segmenter(args.model, threads=args.threads, flip_tta=flip, **kw)
-            labels, ms = run(seg, frames, args.repeats)
-            ref = reference.setdefault(flip, labels)
-            agree = np.mean([np.mean(a == b) for a, b in zip(labels, ref)])
-            ignore = seg.classes.ignore_index
-            hits = sum(int((lab[gt != ignore] == gt[gt != ignore]).sum()) for lab, gt in zip(labels, truth))
-            total = sum(int((gt != ignore).sum()) for gt in truth)
+        reference = None
+        for seg in segmenters:
+            labels, ms = run(seg, frames, args.repeats, flip)
+            reference = reference or labels
+            agree = np.mean([np.mean(a == b) for a, b in zip(labels, reference)])
+            n = seg.classes.num_classes
+            cm = sum(confusion_matrix(gt, lab, n, seg.classes.ignore_index) for lab, gt in zip(labels, truth))
             print(f"| {seg.device} | {seg.backend} | {'fp16' if seg.half else 'fp32'} | {'yes' if flip else 'no'} | "
-                  f"{ms:.1f} | {100 * agree:.3f} % | {100 * hits / total:.2f} % |", flush=True)
+                  f"{ms:.1f} | {100 * agree:.3f} % | {100 * scores(cm)['pixel_accuracy']:.2f} % |", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from .checkpoint import CheckpointError
+from .cli_common import add_model_args, open_segmenter
 from .classes import ClassTableError
 from .datasets import LAYOUTS, DatasetError
 from .export import ExportMismatchError
@@ -76,28 +77,11 @@ def run_train(args) -> int:
     return 0
 
 
-def _add_model_args(p, *, backend_default="auto") -> None:
-    p.add_argument("--model", help="checkpoint (.pt) or exported .onnx; default: the shipped CamVid model")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--backend", default=backend_default, choices=["auto", "torch", "onnxruntime"])
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
-    p.add_argument("--flip-tta", action="store_true",
-                   help="flip test-time augmentation: average the frame and its mirror image (2x inference time)")
-
-
-def _segmenter(args):
-    from .segmenter import Segmenter, default_model_path
-    seg = Segmenter(args.model or default_model_path(), device=args.device, backend=args.backend,
-                    threads=args.threads, flip_tta=args.flip_tta)
-    print(f"model: {seg.describe()}", file=sys.stderr)
-    return seg
-
-
 def add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model on labelled images",
                        description="Score a model on labelled images: mIoU, per-class IoU, pixel accuracy, "
                                    "confusion matrix (JSON + table + PNG plots).")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--layout", default=None, choices=LAYOUTS,
                    help="dataset layout (default: generic when --images is given, else camvid)")
     p.add_argument("--root", help="dataset root (camvid, cityscapes)")
@@ -112,7 +96,7 @@ def add_evaluate(sub) -> None:
 def run_evaluate(args) -> int:
     from .datasets import open_dataset
     from .evaluation import dataset_frames, evaluate_frames, write_evaluation
-    seg = _segmenter(args)
+    seg = open_segmenter(args)
     layout = args.layout or ("generic" if args.images else "camvid")
     classes = args.classes if args.classes else seg.classes
     ds = open_dataset(layout, root=args.root, split=args.split, images=args.images, labels=args.labels,
@@ -133,7 +117,7 @@ def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment image files (offline twin of the node)",
                        description="Write one mono8 label PNG per input image (class ids, same stem, "
                                    "same size), and optionally colour overlays.")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write overlays to OUTPUT/overlay/")
@@ -161,7 +145,7 @@ def run_predict(args) -> int:
         raise DatasetError(f"input {src} does not exist")
     if not 0.0 <= args.alpha <= 1.0:
         raise DatasetError(f"--alpha {args.alpha} is outside 0..1")
-    seg = _segmenter(args)
+    seg = open_segmenter(args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     if args.overlay:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from .cli_common import MODEL_HELP, add_model_args, open_segmenter
 from .datasets import LAYOUTS
 
 DEFAULTS = {"image_topic": "/camera/image_raw", "info_topic": "/camera/camera_info",
@@ -121,14 +122,9 @@ def add_evaluate_bag(sub) -> None:
                         "/compressed when only that exists)")
     p.add_argument("--label-topic", default=DEFAULTS["label_topic"], help="ground-truth class-id topic")
     p.add_argument("--report", required=True, help="folder for report.json, report.md and plots")
-    p.add_argument("--model", help="checkpoint (.pt) or exported .onnx; default: the shipped CamVid model (live: "
-                                    "the model the node runs; with --no-start-node, name the running node's model, "
-                                    "which sets the class table and the report's model entry)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"])
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
-    p.add_argument("--flip-tta", action="store_true",
-                   help="flip test-time augmentation: average the frame and its mirror image (2x inference time)")
+    add_model_args(p, model_help=MODEL_HELP + " (live: the model the node runs; with --no-start-node, name the "
+                                              "running node's model, which sets the class table and the report's "
+                                              "model entry)")
     p.add_argument("--mapping", help="YAML: label id in the bag -> model class id/name (for other datasets' ids)")
     p.add_argument("--samples", type=int, default=6, help="frames in samples.png (default 6)")
     live = p.add_argument_group("live mode")
@@ -184,10 +180,7 @@ def run_evaluate_bag(args) -> int:
         classes = model_info(args.model or default_model_path()).classes
     else:
         from .bag_evaluation import evaluate_offline
-        from .segmenter import Segmenter, default_model_path
-        seg = Segmenter(args.model or default_model_path(), device=args.device, backend=args.backend,
-                        threads=args.threads, flip_tta=args.flip_tta)
-        print(f"model: {seg.describe()}", file=sys.stderr)
+        seg = open_segmenter(args)
         result, samples = evaluate_offline(args.bag, image_topic, args.label_topic, seg, mapping=args.mapping,
                                            progress=not args.no_progress, samples=args.samples)
         classes = seg.classes

@@ -279,8 +279,7 @@ class Trainer:
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.teacher_record = None
-        self.teacher = self._load_teacher(cfg.distill_from) if cfg.distill_from else None
+        self.teacher, self.teacher_info = self._load_teacher(cfg.distill_from) if cfg.distill_from else (None, None)
         if cfg.bn_momentum is not None:
             for m in self.model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -338,29 +337,32 @@ class Trainer:
         if resume:
             self._load_state()
 
-    def _load_teacher(self, path: str):
+    def _load_teacher(self, path: str) -> tuple[torch.nn.Module, ModelInfo]:
         """A frozen model whose softened predictions the student learns to match."""
         teacher, info = load_checkpoint(path)
         if info.classes.names != self.classes.names:
             raise ConfigError(f"distill_from {path} has classes {list(info.classes.names)}, "
                               f"dataset has {list(self.classes.names)}")
-        self.teacher_mean, self.teacher_std = info.mean, info.std
-        self.teacher_record = {"checkpoint": Path(path).name, "val_miou": info.training.get("val_miou"),
-                               "flip": self.cfg.distill_flip, "temperature": self.cfg.distill_temperature}
         teacher.to(self.device).eval().requires_grad_(False)
         if self.cfg.channels_last:
             teacher.to(memory_format=torch.channels_last)
-        return teacher
+        return teacher, info
+
+    def _network_input(self, img: torch.Tensor, mean, std) -> torch.Tensor:
+        """A uint8 batch as a network takes it: on the device, normalised, in the configured memory layout."""
+        x = normalise(img.to(self.device, non_blocking=True), mean, std)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     @torch.no_grad()
     def teacher_probs(self, img: torch.Tensor) -> torch.Tensor:
         """The teacher's class probabilities at the distillation temperature (flip-averaged if distill_flip)."""
-        cfg = self.cfg
-        x = normalise(img.to(self.device, non_blocking=True), self.teacher_mean, self.teacher_std)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            return class_probabilities(self.teacher, x, flip=cfg.distill_flip, temperature=cfg.distill_temperature)
+        x = self._network_input(img, self.teacher_info.mean, self.teacher_info.std)
+        with self._autocast():
+            return class_probabilities(self.teacher, x, flip=self.cfg.distill_flip,
+                                       temperature=self.cfg.distill_temperature)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -387,7 +389,10 @@ class Trainer:
             "val_per_class_iou": best.get("val_per_class_iou") if best else None,
             "torch": str(torch.__version__),
             "fine_tuned_from": self.lineage,  # the starting checkpoint's own record, for the model's history
-            "distilled_from": self.teacher_record,
+            "distilled_from": ({"checkpoint": Path(self.cfg.distill_from).name,
+                                "val_miou": self.teacher_info.training.get("val_miou"),
+                                "flip": self.cfg.distill_flip, "temperature": self.cfg.distill_temperature}
+                               if self.teacher is not None else None),
         }
 
     def _save_state(self) -> None:
@@ -482,12 +487,10 @@ class Trainer:
             lr = cfg.lr * lr_factor(self._progress(), warmup, cfg.schedule)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-            x = normalise(img.to(self.device, non_blocking=True), self.mean, self.std)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = self._network_input(img, self.mean, self.std)
             y = mask.to(self.device, non_blocking=True).long()
             buffers = [b.detach().clone() for b in self.model.buffers()]  # batch-norm statistics before this batch
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with self._autocast():
                 outs = train_outputs(self.model, x)
             loss = self.criterion(outs["out"].float(), y)
             if self.teacher is not None and cfg.distill_weight > 0:
@@ -540,10 +543,7 @@ class Trainer:
         for i, (img, _) in enumerate(self.loader):
             if i >= batches:
                 break
-            x = normalise(img.to(self.device), self.mean, self.std)
-            if self.cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            model(x)
+            model(self._network_input(img, self.mean, self.std))
         for m, mom in zip(bns, saved):
             m.momentum = mom
 

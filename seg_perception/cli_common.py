@@ -1,0 +1,26 @@
+"""Command-line pieces shared by `cli` and `cli_bags`: the model options and the segmenter they open."""
+from __future__ import annotations
+
+import sys
+
+from .segmenter import BACKENDS, DEVICES, Segmenter, default_model_path
+
+MODEL_HELP = "checkpoint (.pt) or exported .onnx; default: the shipped CamVid model"
+
+
+def add_model_args(p, *, model_help: str = MODEL_HELP) -> None:
+    """--model, --device, --backend, --threads and --flip-tta, named as the node's parameters are."""
+    p.add_argument("--model", help=model_help)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="flip test-time augmentation: average the frame and its mirror image (2x inference time)")
+
+
+def open_segmenter(args) -> Segmenter:
+    """The Segmenter that add_model_args' options describe; says which model runs where."""
+    seg = Segmenter(args.model or default_model_path(), device=args.device, backend=args.backend,
+                    threads=args.threads, flip_tta=args.flip_tta)
+    print(f"model: {seg.describe()}", file=sys.stderr)
+    return seg
