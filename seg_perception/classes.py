@@ -168,6 +168,33 @@ CITYSCAPES = ClassTable(
     obstacle=("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"),
 )
 
+#: The driving table: IDD's seven level-1 classes, into which CamVid and Cityscapes map without conflict.
+DRIVING = ClassTable(
+    names=("drivable", "non-drivable", "living things", "vehicles", "roadside objects", "far objects", "sky"),
+    palette=((128, 64, 128), (244, 35, 232), (220, 20, 60), (0, 0, 142), (190, 153, 153),
+             (107, 142, 35), (70, 130, 180)),
+    ignore_index=255,
+    drivable=("drivable",),
+    obstacle=("living things", "vehicles"),
+)
+
+#: Tables known by name wherever a class table is asked for (a YAML path works too).
+BUILTIN_TABLES = {"camvid": CAMVID, "cityscapes": CITYSCAPES, "driving": DRIVING}
+
+
+def class_table(value: "str | Path | ClassTable") -> ClassTable:
+    """A built-in table by name ('camvid', 'cityscapes', 'driving') or a class YAML file."""
+    if isinstance(value, ClassTable):
+        return value
+    builtin = BUILTIN_TABLES.get(str(value).lower())
+    if builtin is not None:
+        return builtin
+    if not Path(value).is_file():
+        raise ClassTableError(f"class table '{value}' is neither a built-in table ({', '.join(BUILTIN_TABLES)}) "
+                              "nor a class YAML file")
+    return ClassTable.from_yaml(value)
+
+
 #: Cityscapes labelId -> trainId (255 = ignore), from cityscapesScripts' labels.py.
 CITYSCAPES_LABEL_TO_TRAIN = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,

@@ -36,24 +36,36 @@ def add_train(sub) -> None:
     p.add_argument("--config", help="YAML file with TrainConfig keys")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                   help="root folder of the dataset NAME of the config's datasets list (repeatable)")
     choices = {"layout": LAYOUTS, **CHOICES}
     fields = TrainConfig.__dataclass_fields__
     for name, f in fields.items():
         flag = "--" + name.replace("_", "-")
         default_type = type(f.default) if f.default is not None else str
         shown = f"default: {f.default}" + ("; see docs/learning.md" if name not in choices else "")
-        if name in ("crop",):
+        if name == "datasets":
+            continue  # a list of mappings: YAML only
+        if name in ("crop", "resize"):
             p.add_argument(flag, type=_pair(int), help=f"width x height, e.g. 480x360 ({shown})")
         elif name in ("scale",):
             p.add_argument(flag, type=_pair(float), help=f"min,max random scale ({shown})")
+        elif name == "val_drives":
+            p.add_argument(flag, type=_drives, help="drives to hold out of the train split for validation: a "
+                                                    "number, or names separated by commas")
         elif name in ("max_images", "patience", "max_steps", "threads"):
             p.add_argument(flag, type=int, help=shown)
         elif isinstance(f.default, bool):
             p.add_argument(flag, type=_yes_no, metavar="{yes,no}", help=shown)
-        elif name in ("dropout", "time_budget_min", "bn_momentum", "ema_decay"):
+        elif name in ("dropout", "time_budget_min", "bn_momentum", "ema_decay", "blur", "noise"):
             p.add_argument(flag, type=float, help=shown)
         else:
             p.add_argument(flag, type=default_type, choices=choices.get(name), help=shown)
+
+
+def _drives(text: str):
+    """--val-drives 30 (how many, drawn with the seed) or --val-drives 0001TP,0006R0 (which)."""
+    return int(text) if text.strip().isdigit() else [d.strip() for d in text.split(",") if d.strip()]
 
 
 def _yes_no(text: str) -> bool:
@@ -70,6 +82,16 @@ def run_train(args) -> int:
     from .training import Trainer
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    if args.data_root:
+        if not cfg.datasets:
+            raise ConfigError("--data-root NAME=PATH needs a config with a datasets list (else use --root)")
+        roots = dict(item.split("=", 1) for item in args.data_root if "=" in item)
+        known = [d.get("name") or d.get("layout") for d in cfg.datasets]
+        bad = [item for item in args.data_root if "=" not in item or item.split("=", 1)[0] not in known]
+        if bad:
+            raise ConfigError(f"--data-root {bad[0]}: expected NAME=PATH with NAME one of {known}")
+        overrides["datasets"] = [{**d, "root": roots.get(d.get("name") or d.get("layout"), d.get("root"))}
+                                 for d in cfg.datasets]
     cfg = TrainConfig.from_dict({**cfg.__dict__, **overrides}, source="flags")
     result = Trainer(cfg, resume=args.resume, progress=not args.no_progress).run()
     print(f"best val mIoU {100 * max(result['best_miou'], 0):.2f} at epoch {result['best_epoch']} "

@@ -1,7 +1,7 @@
-"""The bag subcommands of `seg-perception`: make-bag, replay, evaluate-bag.
+"""The bag subcommands of `seg-perception`: make-bag, replay, evaluate-bag, harvest.
 
-Argument parsers and thin run functions over `bags`, `replay`, `bag_evaluation`
-and `report`; `cli.py` registers them from BAG_COMMANDS. Heavy imports (rclpy,
+Argument parsers and thin run functions over `bags`, `replay`, `bag_evaluation`,
+`report` and `harvest`; `cli.py` registers them from BAG_COMMANDS. Heavy imports (rclpy,
 torch) happen inside the run functions, so `seg-perception --help` stays fast
 and the ROS-free commands work without ROS.
 """
@@ -11,18 +11,16 @@ import sys
 
 from .cli_common import MODEL_HELP, add_model_args, open_segmenter
 from .datasets import LAYOUTS
+from .harvest import RANK_BY
 
 DEFAULTS = {"image_topic": "/camera/image_raw", "info_topic": "/camera/camera_info",
             "label_topic": "/camera/ground_truth"}
 
 
 def _classes_arg(value):
-    """'camvid' / 'cityscapes' (built-in tables) or a class YAML path."""
-    from .classes import CAMVID, CITYSCAPES, ClassTable
-    builtin = {"camvid": CAMVID, "cityscapes": CITYSCAPES}
-    if value is None:
-        return None
-    return builtin.get(value.lower()) or ClassTable.from_yaml(value)
+    """A built-in table name (camvid, cityscapes, driving) or a class YAML path."""
+    from .classes import class_table
+    return None if value is None else class_table(value)
 
 
 # -- make-bag -------------------------------------------------------------------
@@ -41,7 +39,7 @@ def add_make_bag(sub) -> None:
     p.add_argument("--split", default="val", help="split folder (camvid, cityscapes; default val)")
     p.add_argument("--images", help="image folder (generic layout)")
     p.add_argument("--labels", help="label folder of class-id images (generic layout)")
-    p.add_argument("--classes", help="class table of the labels for the generic layout: camvid, cityscapes or a "
+    p.add_argument("--classes", help="class table of the labels for the generic layout: camvid, cityscapes, driving or a "
                                      "class YAML")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage (default mcap)")
     p.add_argument("--compression", choices=["none", "jpeg", "png"], default="none",
@@ -191,8 +189,61 @@ def run_evaluate_bag(args) -> int:
     return 0
 
 
+# -- harvest --------------------------------------------------------------------
+
+def add_harvest(sub) -> None:
+    p = sub.add_parser(
+        "harvest", help="pick the frames of camera bags the model is least sure about, for labelling",
+        description="Score every frame of the bags' camera topic by the model's uncertainty (low mean confidence, "
+                    "high entropy, disagreement between the frame and its mirror image), pick the most uncertain "
+                    "ones spread over time and without near-duplicates, and write them in the generic layout "
+                    "(images/, labels/ with the model's predictions as pre-labels, classes.yaml) with harvest.csv "
+                    "saying why each was picked.")
+    p.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 folders or single .mcap/.db3 files (drives)")
+    p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
+    p.add_argument("--topic", help="camera topic, Image or CompressedImage (default: the bag's only image topic; "
+                                   "a topic and its /compressed twin count as one)")
+    p.add_argument("--count", type=int, default=50, help="frames to pick (default 50)")
+    p.add_argument("--bins", type=int, default=None,
+                   help="equal time bins over the drives, each giving its most uncertain frame before the rest are "
+                        "filled by rank (default: --count; 1 = rank only)")
+    p.add_argument("--min-gap", type=float, default=1.0, metavar="SECONDS",
+                   help="picks of one bag at least this far apart (default 1; 0 = off)")
+    p.add_argument("--dedup-threshold", type=float, default=3.0,
+                   help="skip a frame whose 32x24 grey thumbnail differs from a pick's by less than this mean "
+                        "absolute grey level (default 3; 0 = off)")
+    p.add_argument("--rank-by", choices=RANK_BY, default="combined",
+                   help="combined (default): mean percentile of the three measures; or one measure alone")
+    p.add_argument("--stride", type=int, default=1, help="score every Nth frame only (long drives; default 1)")
+    add_model_args(p, model_help=MODEL_HELP + " (its class table and predictions go into the output; --flip-tta "
+                                              "applies to the pre-labels, the scores use single passes)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_harvest(args) -> int:
+    from pathlib import Path
+
+    from .harvest import HarvestOptions, check_output, harvest, open_sources
+    options = HarvestOptions(count=args.count, bins=args.bins, min_gap_s=args.min_gap,
+                             dedup_threshold=args.dedup_threshold, rank_by=args.rank_by, stride=args.stride)
+    check_output(Path(args.out))
+    sources = open_sources(args.bags, args.topic)
+    result = harvest(sources, args.out, open_segmenter(args), options, progress=not args.no_progress)
+    picked = len(result["picked"])
+    print(f"picked {picked} of {result['scored']} frames from {len(sources)} bag(s) into {result['out']}: "
+          "images/, labels/ (pre-labels), classes.yaml, harvest.csv")
+    for what, counts in (("passed over", result["passed_over"]), ("skipped", result["skipped"])):
+        if counts:
+            print(f"{what}: " + ", ".join(f"{n} {why}" for why, n in counts.items()))
+    if picked < args.count:
+        print(f"warning: picked {picked} of the {args.count} frames asked; the others were passed over or the "
+              "bags hold fewer frames (see --min-gap, --dedup-threshold)", file=sys.stderr)
+    return 0
+
+
 BAG_COMMANDS = {
     "make-bag": (add_make_bag, run_make_bag),
     "replay": (add_replay, run_replay),
     "evaluate-bag": (add_evaluate_bag, run_evaluate_bag),
+    "harvest": (add_harvest, run_harvest),
 }

@@ -1,20 +1,23 @@
-"""Labelled image folders: CamVid, Cityscapes and a generic layout.
+"""Labelled image folders: CamVid, Cityscapes, IDD-Lite and a generic layout.
 
-Each layout resolves to a sorted list of (image path, label path) pairs plus a
-class table; reading a pair validates it so bad data fails naming the file.
+Each layout resolves to a sorted list of (image path, label path) pairs, the
+drive each pair was recorded on, and a class table; reading a pair validates it
+so bad data fails naming the file. Drives matter because frames of one drive
+look alike: held-out frames must come from drives that training never saw.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .classes import CAMVID, CITYSCAPES, CITYSCAPES_LABEL_TO_TRAIN, ClassTable
+from .classes import CAMVID, CITYSCAPES, CITYSCAPES_LABEL_TO_TRAIN, DRIVING, ClassTable, class_table
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-LAYOUTS = ("camvid", "cityscapes", "generic")
+LAYOUTS = ("camvid", "cityscapes", "idd_lite", "generic")
 
 
 class DatasetError(ValueError):
@@ -61,9 +64,27 @@ class LabelledFolder:
     classes: ClassTable
     label_map: np.ndarray | None = None  # 256-entry lookup applied to raw label values
     description: str = ""
+    drives: list[str] = field(default_factory=list)  # the drive (sequence) of each pair
+
+    def __post_init__(self) -> None:
+        if not self.drives:
+            self.drives = [stem_drive(img) for img, _ in self.pairs]
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def subset(self, indices, description: str) -> "LabelledFolder":
+        """The same dataset restricted to some pairs."""
+        indices = list(indices)
+        return replace(self, pairs=[self.pairs[i] for i in indices], drives=[self.drives[i] for i in indices],
+                       description=description)
+
+    def mapped(self, lut: np.ndarray, classes: ClassTable, description: str | None = None) -> "LabelledFolder":
+        """The same pairs with their ids translated by a 256-entry lookup into another class table."""
+        lut = np.asarray(lut, np.uint8)
+        combined = lut if self.label_map is None else lut[self.label_map]
+        return replace(self, label_map=combined, classes=classes,
+                       description=description or f"{self.description} -> {len(classes.names)} classes")
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (RGB) and label (class ids, ignore id elsewhere) of one pair, validated."""
@@ -95,6 +116,12 @@ def _images_in(folder: Path) -> list[Path]:
     if not files:
         raise DatasetError(f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
+
+
+def stem_drive(image: Path) -> str:
+    """The drive of a frame named `<drive>_<frame>.<ext>` (CamVid, harvested frames): the part before the last '_'."""
+    stem = image.stem
+    return stem.rsplit("_", 1)[0] if "_" in stem else stem
 
 
 def pair_folders(images: str | Path, labels: str | Path) -> list[tuple[Path, Path]]:
@@ -139,11 +166,61 @@ def cityscapes(root: str | Path, split: str = "train") -> LabelledFolder:
     lut = np.full(256, 255, np.uint8)
     for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
         lut[label_id] = train_id
-    return LabelledFolder(pairs, CITYSCAPES, label_map=lut, description=f"Cityscapes {split} ({root})")
+    return LabelledFolder(pairs, CITYSCAPES, label_map=lut, description=f"Cityscapes {split} ({root})",
+                          drives=[img.parent.name for img, _ in pairs])
+
+
+def idd_lite(root: str | Path, split: str = "train") -> LabelledFolder:
+    """IDD-Lite as downloaded: leftImg8bit/<split>/<drive>/<frame>_image.jpg with gtFine/.../<frame>_label.png.
+
+    Labels are IDD's level-1 ids (the driving table); one folder is one drive.
+    """
+    root = Path(root)
+    img_root = root / "leftImg8bit" / split
+    if not img_root.is_dir():
+        raise DatasetError(f"folder {img_root} does not exist (expected IDD-Lite's leftImg8bit/<split>/<drive>/)")
+    pairs, missing = [], []
+    for img in sorted(img_root.glob("*/*_image.*"), key=lambda p: (p.parent.name.zfill(8), p.name)):
+        if img.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        lab = root / "gtFine" / split / img.parent.name / (img.name[: -len("_image" + img.suffix)] + "_label.png")
+        if lab.is_file():
+            pairs.append((img, lab))
+        else:
+            missing.append(str(lab))
+    if missing:
+        raise DatasetError(f"{len(missing)} IDD-Lite images have no label, e.g. {missing[:3]}")
+    if not pairs:
+        raise DatasetError(f"no <frame>_image.jpg images under {img_root}/<drive>/")
+    return LabelledFolder(pairs, DRIVING, description=f"IDD-Lite {split} ({root})",
+                          drives=[img.parent.name for img, _ in pairs])
+
+
+def split_by_drive(ds: LabelledFolder, held_out, *, seed: int = 0) -> tuple[LabelledFolder, LabelledFolder]:
+    """(train, held-out) with whole drives on one side: `held_out` names drives or gives how many to draw."""
+    drives = sorted(set(ds.drives))
+    if isinstance(held_out, int):
+        if not 0 < held_out < len(drives):
+            raise DatasetError(f"{ds.description}: cannot hold out {held_out} of its {len(drives)} drives")
+        chosen = set(random.Random(seed).sample(drives, held_out))
+    else:
+        chosen = {str(d) for d in held_out}
+        unknown = sorted(chosen - set(drives))
+        if unknown:
+            raise DatasetError(f"{ds.description}: no drive {unknown}; its drives: {drives[:20]}"
+                               + (" ..." if len(drives) > 20 else ""))
+        if chosen == set(drives):
+            raise DatasetError(f"{ds.description}: holding out every drive leaves nothing to train on")
+    train = [i for i, d in enumerate(ds.drives) if d not in chosen]
+    val = [i for i, d in enumerate(ds.drives) if d in chosen]
+    names = sorted(chosen)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (ds.subset(train, f"{ds.description} without drives {shown}"),
+            ds.subset(val, f"{ds.description}, held-out drives {shown}"))
 
 
 def generic(images: str | Path, labels: str | Path, classes: str | Path | ClassTable) -> LabelledFolder:
-    table = classes if isinstance(classes, ClassTable) else ClassTable.from_yaml(classes)
+    table = class_table(classes)
     return LabelledFolder(pair_folders(images, labels), table, description=f"{images} + {labels}")
 
 
@@ -154,10 +231,10 @@ def open_dataset(layout: str, *, root=None, split="train", images=None, labels=N
         if root is None:
             raise DatasetError("camvid layout needs a root folder")
         return camvid(root, split)
-    if layout == "cityscapes":
+    if layout in ("cityscapes", "idd_lite"):
         if root is None:
-            raise DatasetError("cityscapes layout needs a root folder")
-        return cityscapes(root, split)
+            raise DatasetError(f"{layout} layout needs a root folder")
+        return cityscapes(root, split) if layout == "cityscapes" else idd_lite(root, split)
     if layout == "generic":
         if images is None or labels is None or classes is None:
             raise DatasetError("generic layout needs images, labels and classes (a class YAML)")

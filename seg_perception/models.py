@@ -11,7 +11,9 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torchvision import models as tv_models
 from torchvision.models import segmentation as tv_seg
+from torchvision.models._utils import IntermediateLayerGetter
 
 DEFAULT_ARCH = "lraspp_mobilenet_v3_large"
 
@@ -79,13 +81,29 @@ def deeplabv3(*, num_classes: int, backbone: str = "mobilenet_v3_large", aux_los
     return LogitsOnly(net)
 
 
+FCN_BACKBONES = ("mobilenet_v3_large", "resnet18", "resnet50", "resnet101")
+
+
 def fcn(*, num_classes: int, backbone: str = "resnet50", aux_loss: bool = False,
         dropout: float | None = None) -> nn.Module:
-    """FCN (torchvision); backbone resnet50 or resnet101."""
-    builders = {"resnet50": tv_seg.fcn_resnet50, "resnet101": tv_seg.fcn_resnet101}
-    if backbone not in builders:
-        raise UnknownModelError(f"fcn backbone '{backbone}' unknown; choose one of {sorted(builders)}")
-    net = builders[backbone](weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+    """FCN (torchvision's head and builders); backbone resnet50/101 (dilated, stride 8, the classic),
+    resnet18 (stride 32, as in FCN-32s) or mobilenet_v3_large (dilated, stride 16): the lighter two train on a CPU."""
+    if backbone not in FCN_BACKBONES:
+        raise UnknownModelError(f"fcn backbone '{backbone}' unknown; choose one of {list(FCN_BACKBONES)}")
+    if backbone in ("resnet50", "resnet101"):
+        builder = tv_seg.fcn_resnet50 if backbone == "resnet50" else tv_seg.fcn_resnet101
+        net = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+    else:
+        if backbone == "resnet18":
+            layers, (out_ch, aux_ch) = {"layer4": "out", "layer3": "aux"}, (512, 256)
+            body = tv_models.resnet18(weights=None)
+        else:  # the layers deeplabv3_mobilenet_v3_large uses: stride 16 at the end, stride 8 for aux
+            body = tv_models.mobilenet_v3_large(weights=None, dilated=True).features
+            layers, (out_ch, aux_ch) = {"16": "out", "6": "aux"}, (960, 40)
+        if not aux_loss:
+            layers.pop(next(k for k, v in layers.items() if v == "aux"))
+        net = tv_seg.FCN(IntermediateLayerGetter(body, return_layers=layers), tv_seg.fcn.FCNHead(out_ch, num_classes),
+                         tv_seg.fcn.FCNHead(aux_ch, num_classes) if aux_loss else None)
     _set_dropout(net, dropout)
     return LogitsOnly(net)
 
@@ -133,8 +151,65 @@ class UNet(nn.Module):
         return [self.decoder, self.head]
 
 
-def unet(*, num_classes: int, base_channels: int = 32, depth: int = 4, dropout: float = 0.1) -> nn.Module:
-    return UNet(num_classes=num_classes, base_channels=base_channels, depth=depth, dropout=dropout)
+class EncoderUNet(nn.Module):
+    """U-Net decoder on a classification encoder's stride 2..32 features (lighter than the classic U-Net)."""
+
+    #: encoder -> (builder, the layers whose outputs are the stride 2, 4, 8, 16, 32 features, their channels)
+    ENCODERS = {
+        "mobilenet_v3_large": (lambda: tv_models.mobilenet_v3_large(weights=None).features,
+                               ("1", "3", "6", "12", "16"), (16, 24, 40, 112, 960)),
+        "resnet18": (lambda: tv_models.resnet18(weights=None),
+                     ("relu", "layer1", "layer2", "layer3", "layer4"), (64, 64, 128, 256, 512)),
+    }
+
+    def __init__(self, *, num_classes: int, encoder: str, base_channels: int = 32, dropout: float = 0.1):
+        super().__init__()
+        build, layers, chans = self.ENCODERS[encoder]
+        self.encoder = IntermediateLayerGetter(build(), return_layers={name: name for name in layers})
+        self.layers = layers
+        widths = [base_channels * 2 ** i for i in range(4)]  # decoder widths at strides 2, 4, 8, 16
+        self.dropout = nn.Dropout2d(dropout)
+        self.decoder = nn.ModuleList()
+        below = chans[4]
+        for i in reversed(range(4)):
+            self.decoder.append(_conv_block(below + chans[i], widths[i]))
+            below = widths[i]
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        feats = self.encoder(x)
+        skips = [feats[name] for name in self.layers]
+        y = self.dropout(skips[4])
+        for block, skip in zip(self.decoder, reversed(skips[:4])):
+            y = nn.functional.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = block(torch.cat([y, skip], dim=1))
+        return nn.functional.interpolate(self.head(y), size=size, mode="bilinear", align_corners=False)
+
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self(x)}
+
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.encoder]
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.decoder, self.head]
+
+
+UNET_ENCODERS = ("classic", *EncoderUNet.ENCODERS)
+
+
+def unet(*, num_classes: int, backbone: str = "classic", base_channels: int = 32, depth: int = 4,
+         dropout: float = 0.1) -> nn.Module:
+    """U-Net: `classic` (Ronneberger's, trained from the pixels up) or a decoder on a mobilenet_v3_large or
+    resnet18 encoder (fewer operations at full resolution: what a CPU can train)."""
+    if backbone == "classic":
+        return UNet(num_classes=num_classes, base_channels=base_channels, depth=depth, dropout=dropout)
+    if backbone not in UNET_ENCODERS:
+        raise UnknownModelError(f"unet backbone '{backbone}' unknown; choose one of {list(UNET_ENCODERS)}")
+    if depth != 4:
+        raise UnknownModelError(f"unet on the {backbone} encoder has depth 4 (strides 2..32), not {depth}")
+    return EncoderUNet(num_classes=num_classes, encoder=backbone, base_channels=base_channels, dropout=dropout)
 
 
 #: name -> (builder, short description). Aliases point at the same builder.

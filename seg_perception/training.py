@@ -22,21 +22,23 @@ import numpy as np
 import torch
 import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, ModelInfo, atomic_save, load_checkpoint, save_checkpoint
 from .classes import ClassTable
-from .datasets import LabelledFolder, open_dataset
+from .datasets import DatasetError
 from .losses import LOSSES, SegmentationLoss, class_weights_from_counts, distillation_loss
 from .metrics import confusion_matrix, scores
 from .models import FREEZE_MODES, apply_freeze, build_model, canonical_name, class_probabilities, train_outputs
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalise, to_tensors, train_transform
+from .training_data import DatasetSpec, load_training_frames, open_specs
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, normalise, to_tensors, train_transform
 
 
 #: The accepted values of the TrainConfig keys that take a name; validate() and the CLI both use them.
 CHOICES = {"loss": LOSSES, "class_weights": ("none", "enet", "median"), "optimizer": ("adamw", "sgd"),
-           "schedule": ("cosine", "poly"), "freeze": FREEZE_MODES, "precision": ("fp32", "bf16")}
+           "schedule": ("cosine", "poly"), "freeze": FREEZE_MODES, "precision": ("fp32", "bf16"),
+           "augment_on": ("loader", "device")}
 
 
 #: Consecutive optimiser steps with a non-finite loss or gradient after which a run is stopped as diverged.
@@ -51,17 +53,20 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Every training option; YAML keys and --flags use these names."""
 
-    # data
+    # data: one dataset by these keys, or several by `datasets` (a list of training_data.DatasetSpec mappings)
     layout: str = "camvid"
     root: str | None = None
     train_split: str = "train"
     val_split: str = "val"
     images: str | None = None          # generic layout
     labels: str | None = None
-    classes: str | None = None
+    classes: str | None = None         # the class table (built-in name or YAML); with `datasets`, the model's
     val_images: str | None = None
     val_labels: str | None = None
+    val_drives: list | int | None = None  # validate on these drives (or this many), held out of the train split
+    resize: tuple[int, int] | None = None  # resize every frame to (width, height) when loading
     max_images: int | None = None      # use only the first N training pairs (smoke runs)
+    datasets: list | None = None       # several datasets: [{name, layout, root, mapping, weight, val_drives, ...}]
     # model
     arch: str = "lraspp_mobilenet_v3_large"
     backbone: str | None = None
@@ -95,6 +100,9 @@ class TrainConfig:
     scale: tuple[float, float] = (0.75, 1.5)
     hflip: float = 0.5
     jitter: float = 0.2
+    blur: float = 0.0                  # probability of a Gaussian blur (sigma 0.3-1.5 px)
+    noise: float = 0.0                 # largest std of added Gaussian noise, as a fraction of 255
+    augment_on: str = "loader"         # loader: torchvision per frame (in workers); device: whole batches on the GPU
     # early stopping and bookkeeping
     bn_momentum: float | None = 0.1    # torchvision's MobileNetV3 uses 0.01, too slow for training from scratch
     precise_bn_batches: int = 0        # re-estimate batch-norm statistics on N train batches before each eval
@@ -145,10 +153,29 @@ class TrainConfig:
             (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be between 0 and 1 (e.g. 0.999)"),
             (self.distill_weight >= 0 and self.distill_temperature > 0,
              "distill_weight must be >= 0 and distill_temperature > 0"),
+            (0 <= self.blur <= 1 and 0 <= self.noise <= 1, "blur (a probability) and noise must be within 0..1"),
+            (self.datasets is None or (isinstance(self.datasets, list) and self.datasets),
+             "datasets must be a non-empty list of dataset mappings"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+
+    def dataset_specs(self) -> list[DatasetSpec]:
+        """The run's datasets: the `datasets` list, or the single dataset the layout keys describe."""
+        if self.datasets:
+            try:
+                return [DatasetSpec.from_dict(d, i) for i, d in enumerate(self.datasets)]
+            except TypeError as exc:
+                raise ConfigError(f"datasets: {exc}") from None
+        generic = self.layout == "generic"
+        held_out = self.val_drives is not None
+        return [DatasetSpec(
+            name=self.layout, layout=self.layout, root=self.root, split=self.train_split, images=self.images,
+            labels=self.labels, classes=self.classes, val_drives=self.val_drives,
+            val_split=None if generic or held_out or not self.val_split else self.val_split,
+            val_images=self.val_images if generic and not held_out else None, val_labels=self.val_labels,
+            resize=tuple(self.resize) if self.resize else None, max_images=self.max_images)]
 
     def arch_kwargs(self) -> dict:
         kw = {}
@@ -174,27 +201,6 @@ class AugmentedPairs(Dataset):
         return img, mask
 
 
-def load_all(ds: LabelledFolder, limit: int | None = None, desc: str = "loading", *, progress: bool = True):
-    n = len(ds) if limit is None else min(limit, len(ds))
-    images, labels = [], []
-    for i in tqdm(range(n), desc=desc, leave=False, file=sys.stderr, disable=not progress):
-        img, lab = ds.read(i)
-        images.append(img)
-        labels.append(lab)
-    return images, labels
-
-
-def open_splits(cfg: TrainConfig) -> tuple[LabelledFolder, LabelledFolder | None]:
-    if cfg.layout == "generic":
-        train = open_dataset("generic", images=cfg.images, labels=cfg.labels, classes=cfg.classes)
-        val = (open_dataset("generic", images=cfg.val_images, labels=cfg.val_labels, classes=train.classes)
-               if cfg.val_images else None)
-    else:
-        train = open_dataset(cfg.layout, root=cfg.root, split=cfg.train_split)
-        val = open_dataset(cfg.layout, root=cfg.root, split=cfg.val_split) if cfg.val_split else None
-    return train, val
-
-
 @torch.no_grad()
 def evaluate_model(model, images, labels, classes: ClassTable, mean, std, *, batch_size: int = 4,
                    device="cpu", progress: bool = True) -> dict:
@@ -216,6 +222,15 @@ def evaluate_model(model, images, labels, classes: ClassTable, mean, std, *, bat
     result = scores(cm, classes.names)
     result["confusion_matrix"] = cm.tolist()
     return result
+
+
+def transfer_weights(source: torch.nn.Module, target: torch.nn.Module) -> list[str]:
+    """Copy every tensor whose name and shape match; returns the target's tensors left as initialised."""
+    theirs = source.state_dict()
+    mine = target.state_dict()
+    kept = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    target.load_state_dict({**mine, **kept})
+    return [k for k in mine if k not in kept]
 
 
 def lr_factor(progress: float, warmup: float, schedule: str) -> float:
@@ -259,19 +274,26 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
 
-        train_ds, val_ds = open_splits(cfg)
-        self.classes = train_ds.classes
-        self.train_name = train_ds.description
+        try:
+            splits = open_specs(cfg.dataset_specs(), cfg.classes if cfg.datasets else None, cfg.seed)
+        except DatasetError as exc:
+            raise ConfigError(str(exc)) from None
+        self.classes = splits[0].train.classes
+        self.train_name = "; ".join(s.train.description for s in splits)
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         if cfg.init_from:
             base, base_info = load_checkpoint(cfg.init_from)
-            if base_info.classes.names != self.classes.names:
-                raise ConfigError(f"init_from {cfg.init_from} has classes {list(base_info.classes.names)}, "
-                                  f"dataset has {list(self.classes.names)}")
             self.arch, self.arch_kw = base_info.arch, base_info.arch_kwargs
             self.mean, self.std = base_info.mean, base_info.std
-            self.model = base
             self.lineage = {"checkpoint": Path(cfg.init_from).name, "training": base_info.training}
+            if base_info.classes.names == self.classes.names:
+                self.model = base
+            else:  # other classes: keep what the checkpoint learnt, give it a new head for the new class table
+                self.model = build_model(self.arch, num_classes=self.classes.num_classes, **self.arch_kw)
+                self.lineage["new_head"] = transfer_weights(base, self.model)
+                self.lineage["classes"] = list(base_info.classes.names)
+                self.log(f"init_from {cfg.init_from}: classes {list(base_info.classes.names)} -> "
+                         f"{list(self.classes.names)}; new weights for {', '.join(self.lineage['new_head'])}")
         else:
             self.lineage = None
             self.arch, self.arch_kw = canonical_name(cfg.arch), cfg.arch_kwargs()
@@ -290,11 +312,8 @@ class Trainer:
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
                     if cfg.ema_decay else None)
 
-        self.train_images, self.train_labels = load_all(train_ds, cfg.max_images, "loading train", progress=progress)
-        if val_ds is not None:
-            self.val_images, self.val_labels = load_all(val_ds, None, "loading val", progress=progress)
-        else:
-            self.val_images, self.val_labels = [], []
+        self.frames = load_training_frames(splits, progress=progress)
+        self.train_images, self.train_labels = self.frames.images, self.frames.labels
 
         weights = None
         if cfg.class_weights != "none":
@@ -315,15 +334,22 @@ class Trainer:
         else:
             self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
-        dataset = AugmentedPairs(self.train_images, self.train_labels,
-                                 train_transform(crop=cfg.crop, scale=cfg.scale, hflip=cfg.hflip,
-                                                 jitter=cfg.jitter, ignore_index=self.classes.ignore_index),
-                                 self.mean, self.std)
         self.gen = gen = torch.Generator().manual_seed(cfg.seed)
-        self.loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
-                                 num_workers=cfg.num_workers, generator=gen, persistent_workers=cfg.num_workers > 0,
-                                 pin_memory=self.device.type == "cuda")
-        self.steps_per_epoch = max(1, len(self.loader))
+        n = len(self.train_images)
+        sampler = (RandomSampler(range(n), generator=gen) if len(self.frames.names) == 1 else
+                   WeightedRandomSampler(self.frames.sample_weights(), n, replacement=True, generator=gen))
+        self.batch_sampler = BatchSampler(sampler, cfg.batch_size, drop_last=n > cfg.batch_size)
+        augment = dict(crop=cfg.crop, scale=cfg.scale, hflip=cfg.hflip, jitter=cfg.jitter, blur=cfg.blur,
+                       noise=cfg.noise, ignore_index=self.classes.ignore_index)
+        if cfg.augment_on == "device":
+            self.batch_augment = BatchAugment(self.train_images, self.train_labels, device=self.device, **augment)
+            self.loader = None
+        else:
+            dataset = AugmentedPairs(self.train_images, self.train_labels, train_transform(**augment),
+                                     self.mean, self.std)
+            self.loader = DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=cfg.num_workers,
+                                     generator=gen, persistent_workers=cfg.num_workers > 0, pin_memory=self.device.type == "cuda")
+        self.steps_per_epoch = max(1, len(self.batch_sampler))
 
         self.epoch = 0
         self.step = 0
@@ -347,6 +373,14 @@ class Trainer:
         if self.cfg.channels_last:
             teacher.to(memory_format=torch.channels_last)
         return teacher, info
+
+    def batches(self):
+        """Augmented training batches (uint8 or 0..255 float images, label masks) for one epoch."""
+        if self.loader is not None:
+            yield from self.loader
+            return
+        for indices in self.batch_sampler:
+            yield self.batch_augment(indices, self.gen)
 
     def _network_input(self, img: torch.Tensor, mean, std) -> torch.Tensor:
         """A uint8 batch as a network takes it: on the device, normalised, in the configured memory layout."""
@@ -387,6 +421,9 @@ class Trainer:
             "val_miou": best.get("val_miou") if best else None,
             "val_pixel_accuracy": best.get("val_pixel_accuracy") if best else None,
             "val_per_class_iou": best.get("val_per_class_iou") if best else None,
+            "val_datasets": best.get("val_datasets") if best else None,
+            "datasets": [{"name": n, "data": d, "weight": w} for n, d, w in
+                         zip(self.frames.names, self.frames.descriptions, self.frames.weights)],
             "torch": str(torch.__version__),
             "fine_tuned_from": self.lineage,  # the starting checkpoint's own record, for the model's history
             "distilled_from": ({"checkpoint": Path(self.cfg.distill_from).name,
@@ -438,13 +475,17 @@ class Trainer:
         if not self.history:
             return
         keys = ["epoch", "step", "lr", "train_loss", "skipped_steps", "val_miou", "val_pixel_accuracy", "epoch_time_s", "elapsed_s"]
+        sets = list(self.frames.val) if len(self.frames.val) > 1 else []
+        set_keys = [f"val_miou_{n}" for n in sets]
         class_keys = [f"iou_{n}" for n in self.classes.names]
         with open(self.out / "log.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(keys + class_keys)
+            w.writerow(keys + set_keys + class_keys)
             for h in self.history:
                 per = h.get("val_per_class_iou") or {}
-                w.writerow([h.get(k) for k in keys] + [per.get(n) for n in self.classes.names])
+                by_set = h.get("val_datasets") or {}
+                w.writerow([h.get(k) for k in keys] + [by_set.get(n, {}).get("miou") for n in sets]
+                           + [per.get(n) for n in self.classes.names])
 
     # -- loop -----------------------------------------------------------
     def _progress(self) -> float:
@@ -479,7 +520,7 @@ class Trainer:
         lr = 0.0
         self.epoch_skipped = 0
         t0 = time.perf_counter()
-        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
+        bar = tqdm(self.batches(), total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                    file=sys.stderr, disable=not self.progress)
         for img, mask in bar:
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
@@ -540,12 +581,28 @@ class Trainer:
             m.reset_running_stats()
             m.momentum = None  # cumulative average
         self._set_train_mode(model)
-        for i, (img, _) in enumerate(self.loader):
+        for i, (img, _) in enumerate(self.batches()):
             if i >= batches:
                 break
             model(self._network_input(img, self.mean, self.std))
         for m, mom in zip(bns, saved):
             m.momentum = mom
+
+    def validate(self) -> dict:
+        """Each dataset's held-out frames scored on their own; the run's val_miou is the mean of their mIoUs.
+
+        Pixel accuracy and per-class IoU are pooled over every dataset's frames.
+        """
+        per, pooled = {}, 0
+        for name, (images, labels) in self.frames.val.items():
+            res = evaluate_model(self.eval_model, images, labels, self.classes, self.mean, self.std,
+                                 device=self.device, progress=self.progress)
+            per[name] = {"miou": res["miou"], "pixel_accuracy": res["pixel_accuracy"],
+                         "per_class_iou": res["per_class_iou"]}
+            pooled = pooled + np.asarray(res["confusion_matrix"])
+        total = scores(pooled, self.classes.names)
+        return {"miou": float(np.mean([r["miou"] for r in per.values()])), "pixel_accuracy": total["pixel_accuracy"],
+                "per_class_iou": total["per_class_iou"], "datasets": per}
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -558,12 +615,11 @@ class Trainer:
             self.epoch += 1
             row = {"epoch": self.epoch, "step": self.step, "lr": self.last_lr, "train_loss": train_loss,
                    "skipped_steps": self.epoch_skipped}
-            if self.val_images and (self.epoch % cfg.eval_every == 0 or self._done()):
+            if self.frames.val and (self.epoch % cfg.eval_every == 0 or self._done()):
                 self.recalibrate_bn(self.eval_model, cfg.precise_bn_batches)
-                res = evaluate_model(self.eval_model, self.val_images, self.val_labels, self.classes, self.mean,
-                                     self.std, device=self.device, progress=self.progress)
+                res = self.validate()
                 row.update(val_miou=res["miou"], val_pixel_accuracy=res["pixel_accuracy"],
-                           val_per_class_iou=res["per_class_iou"])
+                           val_per_class_iou=res["per_class_iou"], val_datasets=res["datasets"])
                 if self.best_epoch is None or res["miou"] > self.best_miou + cfg.min_delta:
                     self.best_miou, self.best_epoch, self.epochs_without_gain = res["miou"], self.epoch, 0
                     self.history.append(row)
@@ -576,17 +632,19 @@ class Trainer:
             row["epoch_time_s"] = round(time.perf_counter() - t_epoch, 2)
             row["elapsed_s"] = round(self.elapsed, 1)
             self.history.append(row)
-            if not self.val_images:
+            if not self.frames.val:
                 self.best_epoch = self.epoch
                 save_checkpoint(self.out / "best.pt", self.eval_model, self._info(self._record()))
             self._save_state()
             self._write_logs()
             miou = row.get("val_miou")
+            by_set = "".join(f", {n} {100 * r['miou']:.2f}" for n, r in row.get("val_datasets", {}).items()
+                             if len(self.frames.val) > 1)
             self.log(f"epoch {self.epoch}: loss {train_loss:.4f}, lr {self.last_lr:.2e}"
                      + (f", {self.epoch_skipped} steps skipped (non-finite loss or gradients)"
                         if self.epoch_skipped else "")
                      + (f", val mIoU {100 * miou:.2f} (best {100 * self.best_miou:.2f} @ {self.best_epoch})"
-                        if miou is not None else "") + f", {row['epoch_time_s']:.0f}s")
+                        if miou is not None else "") + by_set + f", {row['epoch_time_s']:.0f}s")
         self.stop_reason = reason
         self._save_state()
         self.log(f"stopped: {reason}; best val mIoU "
