@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 from tqdm import tqdm
 
@@ -224,6 +224,22 @@ def evaluate_model(model, images, labels, classes: ClassTable, mean, std, *, bat
     return result
 
 
+def ema_with_warmup(decay: float):
+    """EMA update whose decay grows as min(decay, (1 + n) / (10 + n)) over the first updates.
+
+    A plain 0.999 average keeps the first thousand steps' weights for long; from
+    scratch those are near-random, and the average of them is no model at all.
+    """
+    def update(averaged: list, current: list, num_averaged) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - d)
+        else:  # counters such as num_batches_tracked
+            torch._foreach_copy_(averaged, current)
+    return update
+
+
 def transfer_weights(source: torch.nn.Module, target: torch.nn.Module) -> list[str]:
     """Copy every tensor whose name and shape match; returns the target's tensors left as initialised."""
     theirs = source.state_dict()
@@ -309,7 +325,7 @@ class Trainer:
         frozen_ids = {id(c) for f in apply_freeze(self.model, cfg.freeze) for c in f.modules()}
         self.frozen_names = {name for name, m in self.model.named_modules() if id(m) in frozen_ids}
         # The averaged copy includes batch-norm buffers, so it can be evaluated and saved as it is.
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
                     if cfg.ema_decay else None)
 
         self.frames = load_training_frames(splits, progress=progress)
