@@ -201,8 +201,9 @@ def add_harvest(sub) -> None:
                     "saying why each was picked.")
     p.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 folders or single .mcap/.db3 files (drives)")
     p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
-    p.add_argument("--topic", help="camera topic, Image or CompressedImage (default: the bag's only image topic; "
-                                   "a topic and its /compressed twin count as one)")
+    p.add_argument("--topic", help="camera topic, Image or CompressedImage, or a raw topic whose /compressed twin "
+                                   "the bag holds (default: the bag's only image topic; a topic and its twin count "
+                                   "as one)")
     p.add_argument("--count", type=int, default=50, help="frames to pick (default 50)")
     p.add_argument("--bins", type=int, default=None,
                    help="equal time bins over the drives, each giving its most uncertain frame before the rest are "
