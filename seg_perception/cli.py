@@ -1,4 +1,4 @@
-"""`seg-perception`: train, evaluate, predict, export, make-bag, replay, evaluate-bag, demo.
+"""`seg-perception`: train, evaluate, predict, export, make-bag, replay, evaluate-bag, harvest, demo.
 
 Each subcommand is a thin argument parser over the ROS-free core; expected
 failures (bad files, bad config) print one clear line and exit with status 2.
@@ -225,7 +225,7 @@ COMMANDS = {
     "predict": (add_predict, run_predict),
     "export": (add_export, run_export),
 }
-from .cli_bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702  make-bag, replay, evaluate-bag
+from .cli_bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702  make-bag, replay, evaluate-bag, harvest
 from .demo import DEMO_COMMANDS; COMMANDS.update(DEMO_COMMANDS)  # noqa: E402,E702  demo
 
 

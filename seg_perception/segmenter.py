@@ -160,26 +160,33 @@ class Segmenter:
         self.provider = "onnxruntime-" + self._session.get_providers()[0].replace("ExecutionProvider", "").lower()
 
     # -- inference ----------------------------------------------------------
+    def _torch_probs(self, rgb: np.ndarray, flip: bool):
+        torch = self._torch
+        x = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).to(self.device).permute(2, 0, 1).unsqueeze(0)
+        x = (x.float() - self._mean) / self._std
+        return class_probabilities(self._torch_model, x.half() if self.half else x, flip=flip)
+
+    def _onnx_logits(self, rgb: np.ndarray, flip: bool) -> np.ndarray:
+        x = (rgb.transpose(2, 0, 1)[None].astype(np.float32) - self._mean) / self._std
+        if flip:
+            x = np.concatenate([x, x[..., ::-1]])
+        return self._session.run(None, {self._input_name: x})[0]
+
+    @staticmethod
+    def _onnx_probs(logits: np.ndarray, flip: bool) -> np.ndarray:
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        probs = e / e.sum(1, keepdims=True)
+        return (probs[0] + probs[1][..., ::-1]) / 2 if flip else probs[0]
+
     def _logits_top(self, rgb: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
         """Class ids and top softmax probability at network resolution."""
         if self.backend == "torch":
-            torch = self._torch
-            with torch.inference_mode():
-                x = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).unsqueeze(0)
-                x = (x.float() - self._mean) / self._std
-                if self.half:
-                    x = x.half()
-                prob, ids = class_probabilities(self._torch_model, x, flip=flip).max(1)
-                return ids[0].to(torch.uint8).cpu().numpy(), prob[0].cpu().numpy()
-        x = rgb.transpose(2, 0, 1)[None].astype(np.float32)
-        x = (x - self._mean) / self._std
+            with self._torch.inference_mode():
+                prob, ids = self._torch_probs(rgb, flip).max(1)
+                return ids[0].to(self._torch.uint8).cpu().numpy(), prob[0].cpu().numpy()
+        logits = self._onnx_logits(rgb, flip)
         if flip:
-            x = np.concatenate([x, x[..., ::-1]])
-        logits = self._session.run(None, {self._input_name: x})[0]
-        if flip:
-            e = np.exp(logits - logits.max(1, keepdims=True))
-            probs = e / e.sum(1, keepdims=True)
-            probs = (probs[0] + probs[1][..., ::-1]) / 2
+            probs = self._onnx_probs(logits, flip)
             return probs.argmax(0).astype(np.uint8), probs.max(0)
         logits = logits[0]
         ids = logits.argmax(0).astype(np.uint8)
@@ -187,13 +194,20 @@ class Segmenter:
         prob = 1.0 / np.exp(logits - top).sum(0)
         return ids, prob
 
-    def segment(self, rgb: np.ndarray, *, output_size: str = "input", flip_tta: bool | None = None) -> Segmentation:
-        """Segment an HxWx3 uint8 RGB frame.
+    def probabilities(self, rgb: np.ndarray, *, flip_tta: bool | None = None) -> np.ndarray:
+        """Every class's probability (C x h x w float32, at the model's input size) for an RGB frame.
 
-        The frame is resized to the model's input size; labels come back at the
-        frame's size (nearest) or, with output_size='network', at the model's.
-        flip_tta overrides the segmenter's own setting for this frame.
+        For what the top class alone cannot say, such as the entropy of a pixel.
         """
+        net_in = self._network_input(rgb)
+        flip = self.flip_tta if flip_tta is None else flip_tta
+        if self.backend == "torch":
+            with self._torch.inference_mode():
+                return self._torch_probs(net_in, flip)[0].float().cpu().numpy()
+        return self._onnx_probs(self._onnx_logits(net_in, flip), flip).astype(np.float32)
+
+    def _network_input(self, rgb: np.ndarray) -> np.ndarray:
+        """The frame checked and resized to the model's input size (contiguous HxWx3 uint8)."""
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise InputError(f"expected an HxWx3 uint8 RGB array, got "
                              f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}")
@@ -202,11 +216,23 @@ class Segmenter:
             raise InputError(f"frame is empty ({w}x{h})")
         if h * w > MAX_PIXELS:
             raise InputError(f"frame {w}x{h} exceeds the {MAX_PIXELS // 1_000_000} Mpixel limit")
-        t0 = time.perf_counter()
         nw, nh = self.input_size
         net_in = rgb if (w, h) == (nw, nh) else cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA
                                                              if w > nw else cv2.INTER_LINEAR)
-        ids, prob = self._logits_top(np.ascontiguousarray(net_in), self.flip_tta if flip_tta is None else flip_tta)
+        return np.ascontiguousarray(net_in)
+
+    def segment(self, rgb: np.ndarray, *, output_size: str = "input", flip_tta: bool | None = None) -> Segmentation:
+        """Segment an HxWx3 uint8 RGB frame.
+
+        The frame is resized to the model's input size; labels come back at the
+        frame's size (nearest) or, with output_size='network', at the model's.
+        flip_tta overrides the segmenter's own setting for this frame.
+        """
+        t0 = time.perf_counter()
+        net_in = self._network_input(rgb)
+        h, w = rgb.shape[:2]
+        nw, nh = self.input_size
+        ids, prob = self._logits_top(net_in, self.flip_tta if flip_tta is None else flip_tta)
         conf = np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
         if output_size == "input" and (w, h) != (nw, nh):
             ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
