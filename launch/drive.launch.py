@@ -36,7 +36,7 @@ def generate_launch_description() -> LaunchDescription:
             description="YAML file with the node's parameters"),
         DeclareLaunchArgument(
             "model", default_value="",
-            description="Model file (.pt or .onnx); empty = the shipped CamVid model"),
+            description="A shipped model by name (camvid, driving) or a model file (.pt or .onnx); empty = camvid"),
         DeclareLaunchArgument(
             "device", default_value="auto", choices=["auto", "cpu", "cuda"],
             description="Inference device"),

@@ -307,9 +307,9 @@ def evaluate_live(bag_path, image_topic: str, label_topic: str, *, model=None, c
                   progress: bool = True, samples: int = 6, log_dir: str | Path | None = None) -> tuple[dict, list]:
     """Replay the bag's images into the segmentation node over DDS and score its outputs."""
     from .replay import Replayer, import_rclpy, init_context, qos_profile
-    from .segmenter import default_model_path, model_info
+    from .segmenter import model_info, resolve_model
 
-    model_path = Path(model) if model else default_model_path()
+    model_path = resolve_model(model)
     info = model_info(model_path)
     classes = classes or info.classes
     rclpy = import_rclpy()

@@ -110,22 +110,27 @@ def add_evaluate(sub) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--images", help="image folder (generic layout)")
     p.add_argument("--labels", help="label folder (generic layout)")
-    p.add_argument("--classes", help="class YAML for the labels (default: the model's class table)")
+    p.add_argument("--classes", help="class table of the labels: camvid, cityscapes, driving or a class YAML "
+                                     "(default: the model's)")
+    p.add_argument("--mapping", help="class mapping YAML from the labels' classes onto the model's "
+                                     "(e.g. config/mappings/camvid_to_driving.yaml)")
+    p.add_argument("--drives", type=_drives, help="score only these drives: a number (drawn with --seed, as train's "
+                                                  "val_drives draws them) or names separated by commas")
+    p.add_argument("--seed", type=int, default=0, help="seed that draws --drives N (default 0)")
     p.add_argument("--output", required=True, help="folder for metrics.json, metrics.md and plots")
     p.add_argument("--no-progress", action="store_true")
 
 
 def run_evaluate(args) -> int:
-    from .datasets import open_dataset
     from .evaluation import dataset_frames, evaluate_frames, write_evaluation
+    from .training_data import DatasetSpec, open_spec
     seg = open_segmenter(args)
     layout = args.layout or ("generic" if args.images else "camvid")
-    classes = args.classes if args.classes else seg.classes
-    ds = open_dataset(layout, root=args.root, split=args.split, images=args.images, labels=args.labels,
-                      classes=classes)
-    if ds.classes.names != seg.classes.names:
-        raise DatasetError(f"dataset classes {list(ds.classes.names)} differ from the model's "
-                           f"{list(seg.classes.names)}")
+    spec = DatasetSpec(name=layout, layout=layout, root=args.root, split=args.split, images=args.images,
+                       labels=args.labels, classes=args.classes or (seg.classes if layout == "generic" else None),
+                       mapping=args.mapping, val_drives=args.drives)
+    splits = open_spec(spec, seg.classes, seed=args.seed)
+    ds = splits.val if args.drives is not None else splits.train
     result = evaluate_frames(seg, dataset_frames(ds), classes=ds.classes, total=len(ds),
                              progress=not args.no_progress)
     result["dataset"] = ds.description

@@ -174,8 +174,7 @@ def run_evaluate_bag(args) -> int:
                                         output_topic=args.output_topic, rate=args.rate,
                                         startup_timeout=args.startup_timeout, drain_timeout=args.drain_timeout,
                                         progress=not args.no_progress, samples=args.samples, log_dir=args.report)
-        from .segmenter import default_model_path
-        classes = model_info(args.model or default_model_path()).classes
+        classes = model_info(args.model).classes
     else:
         from .bag_evaluation import evaluate_offline
         seg = open_segmenter(args)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from .segmenter import BACKENDS, DEVICES, Segmenter, default_model_path
+from .segmenter import BACKENDS, DEVICES, SHIPPED_MODELS, Segmenter
 
-MODEL_HELP = "checkpoint (.pt) or exported .onnx; default: the shipped CamVid model"
+MODEL_HELP = (f"a shipped model by name ({', '.join(SHIPPED_MODELS)}) or a checkpoint (.pt) or exported .onnx; "
+              "default: the shipped camvid model")
 
 
 def add_model_args(p, *, model_help: str = MODEL_HELP) -> None:
@@ -20,7 +21,7 @@ def add_model_args(p, *, model_help: str = MODEL_HELP) -> None:
 
 def open_segmenter(args) -> Segmenter:
     """The Segmenter that add_model_args' options describe; says which model runs where."""
-    seg = Segmenter(args.model or default_model_path(), device=args.device, backend=args.backend,
+    seg = Segmenter(args.model, device=args.device, backend=args.backend,
                     threads=args.threads, flip_tta=args.flip_tta)
     print(f"model: {seg.describe()}", file=sys.stderr)
     return seg

@@ -240,7 +240,7 @@ def run_demo(output=DEFAULT_OUTPUT, *, images=None, labels=None, max_frames: int
     from .classes import CAMVID
     from .datasets import open_dataset
     from .metrics import confusion_matrix, scores
-    from .segmenter import default_model_path, model_info
+    from .segmenter import model_info, resolve_model
 
     t_start = time.monotonic()
     if images is None and labels is None:
@@ -250,7 +250,7 @@ def run_demo(output=DEFAULT_OUTPUT, *, images=None, labels=None, max_frames: int
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     _clean_outputs(out)
-    model_path = Path(model) if model else default_model_path()
+    model_path = resolve_model(model)
     info = model_info(model_path)
     classes = info.classes
 

@@ -82,7 +82,8 @@ _S, _I, _D, _B = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGE
 _SA, _IA = ParameterType.PARAMETER_STRING_ARRAY, ParameterType.PARAMETER_INTEGER_ARRAY
 PARAMETERS: dict[str, tuple[int, object, dict]] = {
     "model": (_S, "", dict(read_only=True, description=(
-        "Model file (.pt checkpoint or exported .onnx); empty = the shipped CamVid model"))),
+        "A shipped model by name (camvid: 11 CamVid classes; driving: 7 classes, CamVid and Indian streets) "
+        "or a model file (.pt checkpoint or exported .onnx); empty = camvid"))),
     "device": (_S, "auto", dict(read_only=True, choices=DEVICES, description=(
         "Inference device; auto = CUDA when a GPU is available, else CPU"))),
     "backend": (_S, "auto", dict(read_only=True, choices=BACKENDS, description=(
@@ -285,11 +286,10 @@ class SegmentationNode(Node):
     def start(self) -> None:
         """Load the model, validate the parameters against it and open the topics."""
         ro = self._read_only_values()
-        from .segmenter import InputError, Segmenter, default_model_path  # torch is imported here
+        from .segmenter import InputError, Segmenter  # torch is imported here
         self._InputError = InputError
-        model = ro["model"].strip() or str(default_model_path())
         try:
-            self.segmenter = Segmenter(Path(model).expanduser(), device=ro["device"], backend=ro["backend"],
+            self.segmenter = Segmenter(ro["model"], device=ro["device"], backend=ro["backend"],
                                        threads=ro["threads"] or None)
         except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError is a ValueError
             raise StartupError(f"cannot load model: {_first_line(exc)}") from None

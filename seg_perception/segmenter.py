@@ -84,12 +84,12 @@ def resolve_device(device: str) -> str:
 class Segmenter:
     """Loads a model file once and segments frames of any size."""
 
-    def __init__(self, model_path: str | Path, *, device: str = "auto", backend: str = "auto",
+    def __init__(self, model_path: str | Path | None, *, device: str = "auto", backend: str = "auto",
                  threads: int | None = None, input_size: tuple[int, int] | None = None,
                  half: bool | None = None, flip_tta: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}' unknown; choose one of {list(BACKENDS)}")
-        self.model_path = Path(model_path)
+        self.model_path = resolve_model(model_path)
         if not self.model_path.exists():
             raise CheckpointError(f"model file {self.model_path} does not exist")
         self.device = resolve_device(device)
@@ -245,14 +245,40 @@ class Segmenter:
                 + (" with flip TTA" if self.flip_tta else ""))
 
 
+#: The shipped models by name; they live inside the installed Python package, so pip and colcon installs find them.
+SHIPPED_MODELS = {"camvid": "camvid_lraspp.pt", "driving": "driving_lraspp.pt"}
+DEFAULT_MODEL = "camvid"
+
+
+def shipped_model_path(name: str) -> Path:
+    return Path(__file__).resolve().parent / "models" / SHIPPED_MODELS[name]
+
+
 def default_model_path() -> Path:
-    """The shipped model: inside the installed Python package, so pip and colcon installs both find it."""
-    return Path(__file__).resolve().parent / "models" / "camvid_lraspp.pt"
+    """The model used when none is named."""
+    return shipped_model_path(DEFAULT_MODEL)
+
+
+def resolve_model(value: str | Path | None) -> Path:
+    """A shipped model's name (camvid, driving) or a model file's path; empty = the default model.
+
+    A name wins over a file of the same name in the working folder; write ./driving for that.
+    """
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return default_model_path()
+    if text in SHIPPED_MODELS:
+        return shipped_model_path(text)
+    path = Path(text).expanduser()
+    if not path.exists() and not path.suffix and len(path.parts) == 1:
+        raise CheckpointError(f"unknown model '{text}': not a shipped model ({', '.join(SHIPPED_MODELS)}) "
+                              "and no such file")
+    return path
 
 
 def model_info(path: str | Path) -> ModelInfo:
-    """Metadata of a .pt or .onnx model file without building a session for inference."""
-    path = Path(path)
+    """Metadata of a .pt or .onnx model file (or shipped model name) without building a session for inference."""
+    path = resolve_model(path)
     if path.suffix.lower() == ".onnx":
         return info_from_dict(read_onnx_metadata(path), source=str(path))
     return load_checkpoint(path)[1]

@@ -49,7 +49,12 @@ def batch_loss(trainer: Trainer, x, y) -> float:
     ("deeplabv3", {}),
     ("fcn", {}),
     ("lraspp_mobilenet_v3_large", {"precision": "bf16", "channels_last": True, "ema_decay": 0.9}),
-], ids=["lraspp", "unet", "deeplabv3", "fcn", "lraspp-bf16-channels-last-ema"])
+    ("unet", {"backbone": "mobilenet_v3_large"}),
+    ("unet", {"backbone": "resnet18"}),
+    ("fcn", {"backbone": "mobilenet_v3_large"}),
+    ("fcn", {"backbone": "resnet18"}),
+], ids=["lraspp", "unet", "deeplabv3", "fcn", "lraspp-bf16-channels-last-ema", "unet-mobilenet", "unet-resnet18",
+        "fcn-mobilenet", "fcn-resnet18"])
 def test_training_steps_lower_the_loss(tmp_path, arch, kwargs):
     torch.manual_seed(0)
     cfg = small_config(tmp_path, arch=arch, epochs=8, loss="ce+dice", val_images=None, **kwargs)
@@ -61,6 +66,7 @@ def test_training_steps_lower_the_loss(tmp_path, arch, kwargs):
     assert after < 0.8 * before, f"{arch}: loss {before:.3f} -> {after:.3f}"
     model, info = load_checkpoint(Path(cfg.out) / "best.pt")
     assert info.arch == arch and info.classes.num_classes == 11
+    assert info.arch_kwargs.get("backbone") == kwargs.get("backbone")
     assert info.training["epochs"] >= 1 and info.training["dataset"]
     # fp32 weights as trained (their moving average with ema_decay), whatever precision or layout
     trained = dict(trainer.eval_model.named_parameters())
@@ -298,3 +304,18 @@ def test_shipped_training_configs_parse():
     assert len(configs) >= 5
     for path in configs:
         TrainConfig.from_yaml(path)  # an unknown or invalid key raises ConfigError naming it
+
+
+def test_moving_average_starts_close_to_the_weights():
+    """The EMA's decay warms up: after a few updates it holds the new weights, not the random initial ones."""
+    from seg_perception.training import ema_with_warmup
+    update = ema_with_warmup(0.999)
+    avg, cur = [torch.zeros(3)], [torch.ones(3)]
+    update(avg, cur, 0)
+    assert float(avg[0][0]) == pytest.approx(0.9)  # decay 1/10 at the first update, not 0.999
+    for n in range(1, 200):
+        update(avg, [torch.full((3,), 2.0)], n)
+    assert float(avg[0][0]) == pytest.approx(2.0, abs=1e-3)
+    counters = [torch.tensor(3)]
+    update(counters, [torch.tensor(7)], 5)
+    assert int(counters[0]) == 7
