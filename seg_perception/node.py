@@ -296,7 +296,7 @@ class SegmentationNode(Node):
         try:
             self.settings = build_settings(self._runtime_values(), self.segmenter.classes)
         except ValueError as exc:
-            raise StartupError(f"invalid parameter for model {model}: {exc}") from None
+            raise StartupError(f"invalid parameter for model {self.segmenter.model_path}: {exc}") from None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 

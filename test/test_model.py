@@ -1,5 +1,5 @@
-"""The shipped model and the inference core: accuracy on real CamVid val frames,
-checkpoint metadata and its errors, ONNX export against PyTorch, metrics."""
+"""The shipped models and the inference core: accuracy on real CamVid and IDD-Lite frames,
+models by name, checkpoint metadata and its errors, ONNX export against PyTorch, metrics."""
 from __future__ import annotations
 
 import json
@@ -12,12 +12,13 @@ import torch
 
 from seg_perception import cli
 from seg_perception.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from seg_perception.classes import CAMVID
+from seg_perception.classes import CAMVID, DRIVING
 from seg_perception.datasets import read_label, read_rgb
 from seg_perception.export import export_onnx
 from seg_perception.losses import DiceLoss, SegmentationLoss
 from seg_perception.metrics import confusion_matrix, scores
-from seg_perception.segmenter import InputError, Segmenter, default_model_path, model_info
+from seg_perception.segmenter import (InputError, Segmenter, default_model_path, model_info, resolve_model,
+                                      shipped_model_path)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data" / "camvid_val"
@@ -137,6 +138,49 @@ def test_onnx_export_matches_pytorch(tmp_path):
     with torch.no_grad():
         ref = model(x).argmax(1)[0].numpy()
     assert (seg.segment(rgb).labels == ref).mean() > 0.999
+
+
+IDD_SAMPLES = REPO / "sample_data" / "idd_lite"
+CAMVID_TO_DRIVING = REPO / "config" / "mappings" / "camvid_to_driving.yaml"
+
+
+def test_driving_model_carries_its_metadata():
+    info = model_info("driving")
+    assert info.arch == "lraspp_mobilenet_v3_large" and info.classes == DRIVING
+    assert info.input_size == (480, 360)
+    assert {d["name"] for d in info.training["datasets"]} == {"camvid", "idd"}
+    assert info.training["fine_tuned_from"]["checkpoint"]  # its start: the CamVid model, a new head
+    for suffix in (".pt", ".onnx"):
+        assert shipped_model_path("driving").with_suffix(suffix).stat().st_size < 20e6
+
+
+@pytest.mark.parametrize("name,args,frames", [
+    ("camvid", ["--images", str(SAMPLES / "images"), "--labels", str(SAMPLES / "labels")], 12),
+    ("driving", ["--layout", "idd_lite", "--root", str(IDD_SAMPLES), "--split", "train"], 8),
+    ("driving", ["--images", str(SAMPLES / "images"), "--labels", str(SAMPLES / "labels"), "--classes", "camvid",
+                 "--mapping", str(CAMVID_TO_DRIVING)], 12),
+], ids=["camvid-on-camvid", "driving-on-idd", "driving-on-camvid-mapped"])
+def test_each_shipped_model_by_name_reaches_85_percent_on_its_kind_of_frames(name, args, frames, tmp_path, capsys):
+    assert cli.main(["evaluate", "--model", name, *args, "--output", str(tmp_path), "--no-progress"]) == 0
+    assert shipped_model_path(name).name in capsys.readouterr().err  # the model it says it runs
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["frames"] == frames
+    assert metrics["pixel_accuracy"] >= 0.85, f"{name}: pixel accuracy {metrics['pixel_accuracy']:.3f}"
+
+
+def test_unknown_model_names_are_refused_everywhere(tmp_path, capsys):
+    with pytest.raises(CheckpointError, match="unknown model 'drivng': not a shipped model"):
+        Segmenter("drivng")
+    assert cli.main(["predict", "--model", "drivng", "--input", str(FRAMES[0]), "--output", str(tmp_path)]) == 2
+    assert "unknown model 'drivng'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    # a model on the wrong labels without a mapping: told to give one
+    assert cli.main(["evaluate", "--model", "driving", "--images", str(SAMPLES / "images"), "--labels",
+                     str(SAMPLES / "labels"), "--classes", "camvid", "--output", str(tmp_path / "e")]) == 2
+    assert "give it a mapping" in capsys.readouterr().err
+    # a path is a path, a name is a name
+    assert resolve_model(str(default_model_path())) == default_model_path()
+    assert resolve_model("") == default_model_path() == resolve_model(None)
 
 
 def test_checkpoint_errors_are_clear(tmp_path):

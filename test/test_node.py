@@ -406,11 +406,40 @@ def test_compressed_input(compressed_node, frames, library):
     assert "Traceback" not in proc.output()
 
 
-@pytest.mark.parametrize("case", ["missing model", "corrupt model", "unknown class", "bad device"])
+def test_driving_model_by_name(ros_env, start_node):
+    """model:=driving loads the shipped 7-class model: the library's labels on Indian and Cambridge streets,
+    masks from its own groups (drivable; living things and vehicles)."""
+    from seg_perception.classes import DRIVING
+    from seg_perception.datasets import idd_lite
+    proc = start_node(node_args(params={"model": "driving", "qos_reliability": "reliable", "qos_depth": 5},
+                                remaps={"image": CAMERA}))
+    probe = Probe("driving")
+    try:
+        probe.wait_ready(proc)
+        driving = Segmenter("driving", device="cpu")
+        assert driving.classes == DRIVING
+        idd = idd_lite(SAMPLES.parent / "idd_lite")
+        for rgb in (idd.read(0)[0], idd.read(5)[0], read_rgb(FRAMES[0])):
+            header = probe.header()
+            out = probe.wait_outputs(probe.send(rgb_to_image(rgb, "rgb8", header)))
+            labels = to_array(out["labels"])
+            assert labels.shape == rgb.shape[:2] and out["labels"].header.frame_id == header.frame_id
+            assert (labels == driving.segment(rgb).labels).mean() > 0.999
+            assert labels.max() < DRIVING.num_classes
+            np.testing.assert_array_equal(to_array(out["drivable_mask"]), np.where(labels == 0, 255, 0))
+            np.testing.assert_array_equal(to_array(out["obstacle_mask"]), np.where(np.isin(labels, [2, 3]), 255, 0))
+    finally:
+        probe.close()
+    assert "driving_lraspp" in proc.output()
+
+
+@pytest.mark.parametrize("case", ["missing model", "corrupt model", "unknown model name", "unknown class",
+                                  "bad device"])
 def test_start_up_errors_exit_non_zero_with_a_clear_message(case, ros_env, start_node, tmp_path):
     params, expect = {
         "missing model": ({"model": str(tmp_path / "nope.pt")}, "does not exist"),
         "corrupt model": ({"model": str(tmp_path / "corrupt.pt")}, "corrupt"),
+        "unknown model name": ({"model": "highway"}, "unknown model 'highway': not a shipped model (camvid, driving)"),
         "unknown class": ({"drivable_classes": "['Road','Unicorn']"}, "unknown class 'Unicorn'"),
         "bad device": ({"device": "gpu"}, "parameter 'device' is 'gpu'"),
     }[case]
