@@ -31,6 +31,7 @@ from .datasets import DatasetError
 from .losses import LOSSES, SegmentationLoss, class_weights_from_counts, distillation_loss
 from .metrics import confusion_matrix, scores
 from .models import FREEZE_MODES, apply_freeze, build_model, canonical_name, class_probabilities, train_outputs
+from .segmenter import resolve_model
 from .training_data import DatasetSpec, load_training_frames, open_specs
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, normalise, to_tensors, train_transform
 
@@ -298,7 +299,7 @@ class Trainer:
         self.train_name = "; ".join(s.train.description for s in splits)
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         if cfg.init_from:
-            base, base_info = load_checkpoint(cfg.init_from)
+            base, base_info = load_checkpoint(resolve_model(cfg.init_from))
             self.arch, self.arch_kw = base_info.arch, base_info.arch_kwargs
             self.mean, self.std = base_info.mean, base_info.std
             self.lineage = {"checkpoint": Path(cfg.init_from).name, "training": base_info.training}
@@ -381,7 +382,7 @@ class Trainer:
 
     def _load_teacher(self, path: str) -> tuple[torch.nn.Module, ModelInfo]:
         """A frozen model whose softened predictions the student learns to match."""
-        teacher, info = load_checkpoint(path)
+        teacher, info = load_checkpoint(resolve_model(path))
         if info.classes.names != self.classes.names:
             raise ConfigError(f"distill_from {path} has classes {list(info.classes.names)}, "
                               f"dataset has {list(self.classes.names)}")
