@@ -16,6 +16,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.xml"))),
+        (f"share/{PACKAGE}/config/mappings", sorted(glob("config/mappings/*.yaml"))),
+        (f"share/{PACKAGE}/config/families", sorted(glob("config/families/*.yaml"))),
         (f"share/{PACKAGE}/models", sorted(glob(f"{PACKAGE}/models/*.pt") + glob(f"{PACKAGE}/models/*.onnx"))),
     ],
     install_requires=["setuptools"],

@@ -2,7 +2,7 @@
 
 Prints a Markdown table. Not a test: figures depend on the machine.
 
-    .venv/bin/python benchmarks/model_latency.py                       # shipped model
+    .venv/bin/python benchmarks/model_latency.py                       # the shipped models
     .venv/bin/python benchmarks/model_latency.py --checkpoints a.pt b.pt --threads 2
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seg_perception.checkpoint import load_checkpoint  # noqa: E402
 from seg_perception.export import export_onnx  # noqa: E402
 from seg_perception.models import count_parameters  # noqa: E402
-from seg_perception.segmenter import default_model_path  # noqa: E402
+from seg_perception.segmenter import SHIPPED_MODELS, shipped_model_path  # noqa: E402
 
 
 def time_it(fn, *, warmup: int, runs: int) -> tuple[float, float]:
@@ -65,7 +65,7 @@ def measure(path: Path, *, threads: int, runs: int, width: int, height: int) -> 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoints", nargs="*", type=Path, default=[default_model_path()])
+    p.add_argument("--checkpoints", nargs="*", type=Path, default=[shipped_model_path(n) for n in SHIPPED_MODELS])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--size", default="480x360")

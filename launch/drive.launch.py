@@ -36,7 +36,7 @@ def generate_launch_description() -> LaunchDescription:
             description="YAML file with the node's parameters"),
         DeclareLaunchArgument(
             "model", default_value="",
-            description="A shipped model by name (camvid, driving) or a model file (.pt or .onnx); empty = camvid"),
+            description="A shipped model by name (camvid, driving) or a model file (.pt or .onnx); empty = driving"),
         DeclareLaunchArgument(
             "device", default_value="auto", choices=["auto", "cpu", "cuda"],
             description="Inference device"),

@@ -26,7 +26,8 @@ import yaml
 
 from .bags import (IMAGE, IMAGE_TYPES, Bag, BagError, PairStats, check_frame_topics, paired_frames,
                    read_labels, stamp_name)
-from .classes import ClassTable
+from .class_mapping import MappingError, mapping_from_dict
+from .classes import ClassTable, ClassTableError
 from .metrics import confusion_matrix, scores
 
 DEFAULT_OUTPUT_TOPIC = "/segmentation/labels"
@@ -47,7 +48,7 @@ class LabelMapper:
 
     @classmethod
     def load(cls, path: str | Path, classes: ClassTable) -> "LabelMapper":
-        """A mapping YAML:
+        """A class mapping file (`source`, `target`, `map`: see class_mapping), or a mapping of raw label ids:
 
             mapping:          # label id in the bag -> model class id or name, or 'ignore'
               7: Road
@@ -62,6 +63,15 @@ class LabelMapper:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise BagError(f"mapping file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        if isinstance(data, dict) and {"source", "target", "map"} & set(data):
+            try:
+                mapping = mapping_from_dict(data, origin=f"mapping file {path}", target=classes)
+            except (MappingError, ClassTableError) as exc:
+                raise BagError(str(exc)) from None
+            known = np.zeros(256, bool)
+            known[: mapping.source.num_classes] = True
+            known[mapping.source.ignore_index] = True
+            return cls(classes, mapping.lut(), known, str(path))
         if isinstance(data, dict) and "mapping" in data:
             unlisted = str(data.get("unlisted", "error")).lower()
             extra = set(data) - {"mapping", "unlisted"}

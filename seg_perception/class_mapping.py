@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from .classes import ClassTable, ClassTableError, class_table
+from .classes import ClassTable, ClassTableError, class_table, read_yaml
 
 IGNORE = "ignore"
 
@@ -39,7 +38,7 @@ class ClassMapping:
     origin: str = "mapping"
 
     def lut(self) -> np.ndarray:
-        """256-entry uint8 table: source id -> target id; unknown values and ignored classes -> the target's ignore id."""
+        """256-entry uint8 table: source id -> target id; unknown values and ignored classes -> the ignore id."""
         lut = np.full(256, self.target.ignore_index, np.uint8)
         for src, dst in self.pairs.items():
             if dst != IGNORE:
@@ -98,11 +97,4 @@ def mapping_from_dict(data: dict, *, origin: str = "mapping", target: ClassTable
 
 
 def load_mapping(path: str | Path, *, target: ClassTable | None = None) -> ClassMapping:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise MappingError(f"cannot read class mapping {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise MappingError(f"class mapping {path} is not valid YAML: {exc}") from None
-    return mapping_from_dict(data, origin=str(path), target=target)
+    return mapping_from_dict(read_yaml(path, "class mapping", MappingError), origin=str(path), target=target)

@@ -116,14 +116,18 @@ class ClassTable:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ClassTable":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ClassTableError(f"cannot read class table {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ClassTableError(f"class table {path} is not valid YAML: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, "class table", ClassTableError), source=str(path))
+
+
+def read_yaml(path: str | Path, what: str, error: type[Exception]):
+    """A YAML file's content; an unreadable or invalid file raises `error` naming the file and what it is."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
 
 
 def default_palette(n: int) -> list[list[int]]:
@@ -180,6 +184,11 @@ DRIVING = ClassTable(
 
 #: Tables known by name wherever a class table is asked for (a YAML path works too).
 BUILTIN_TABLES = {"camvid": CAMVID, "cityscapes": CITYSCAPES, "driving": DRIVING}
+
+
+def table_name(table: ClassTable) -> str | None:
+    """The built-in name of a table with these classes, if it has one."""
+    return next((name for name, t in BUILTIN_TABLES.items() if t.names == table.names), None)
 
 
 def class_table(value: "str | Path | ClassTable") -> ClassTable:

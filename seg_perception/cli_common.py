@@ -6,7 +6,7 @@ import sys
 from .segmenter import BACKENDS, DEVICES, SHIPPED_MODELS, Segmenter
 
 MODEL_HELP = (f"a shipped model by name ({', '.join(SHIPPED_MODELS)}) or a checkpoint (.pt) or exported .onnx; "
-              "default: the shipped camvid model")
+              "default: driving")
 
 
 def add_model_args(p, *, model_help: str = MODEL_HELP) -> None:

@@ -237,7 +237,7 @@ def run_demo(output=DEFAULT_OUTPUT, *, images=None, labels=None, max_frames: int
     """The demo; returns the summary it also writes to OUTPUT/summary.json."""
     from .bag_evaluation import LabelMapper, latency_summary
     from .bags import Bag, PairStats, make_bag, paired_frames
-    from .classes import CAMVID
+    from .classes import CAMVID, table_name
     from .datasets import open_dataset
     from .metrics import confusion_matrix, scores
     from .segmenter import model_info, resolve_model
@@ -253,6 +253,15 @@ def run_demo(output=DEFAULT_OUTPUT, *, images=None, labels=None, max_frames: int
     model_path = resolve_model(model)
     info = model_info(model_path)
     classes = info.classes
+    # The frames are labelled in CamVid's classes; a model with other classes is scored through a shipped mapping.
+    mapping = None
+    if classes.names != CAMVID.names:
+        name = table_name(classes)
+        mapping = find_config_file(f"mappings/camvid_to_{name}.yaml") if name else None
+        if mapping is None:
+            raise DemoError(f"the frames are labelled in CamVid's classes and {model_path.name} has other classes "
+                            f"({', '.join(classes.names)}) with no shipped mapping from CamVid's; "
+                            "use --model camvid, or a model of the camvid or driving class table")
 
     # 1. the bag
     ds = open_dataset("generic", images=images, labels=labels, classes=CAMVID)
@@ -265,7 +274,7 @@ def run_demo(output=DEFAULT_OUTPUT, *, images=None, labels=None, max_frames: int
     with Bag(bag_path) as bag:
         pair_stats = PairStats()
         frames = list(paired_frames(bag, BAG_IMAGE_TOPIC, BAG_LABEL_TOPIC, pair_stats))
-        mapper = LabelMapper.for_bag(bag, classes, None)
+        mapper = LabelMapper.for_bag(bag, classes, mapping)
         gt = {f.stamp_ns: mapper(f.label, f.name) for f in frames}
         order = [f.stamp_ns for f in frames]
         result = _run_live(bag, out, frames, realtime=realtime, model=model, device=device,
@@ -297,7 +306,7 @@ def run_demo(output=DEFAULT_OUTPUT, *, images=None, labels=None, max_frames: int
     span = (max(received[s][0] for s in got) - min(published[s] for s in got)) if got else 0.0
     lat = latency_summary(latencies)
     metrics = scores(cm, classes.names) if sizes_ok else None
-    video = write_video(out, frames, overlays, received, classes, fps=video_fps)
+    video = write_video(out, frames, overlays, received, classes, gt, fps=video_fps)
     summary = {
         "frames_total": len(order),
         "frames_received": len(got),
@@ -316,6 +325,7 @@ def run_demo(output=DEFAULT_OUTPUT, *, images=None, labels=None, max_frames: int
         "pixel_accuracy": metrics["pixel_accuracy"] if metrics else None,
         "per_class_iou": metrics["per_class_iou"] if metrics else None,
         "model": str(model_path),
+        "ground_truth_mapping": str(mapping) if mapping else None,
         "node_command": result["command"],
         "node_exit_status": result["exit_status"],
         "ros_domain_id": result["domain_id"],
@@ -474,8 +484,8 @@ def _panel(rgb: np.ndarray, title: str) -> np.ndarray:
     return np.vstack([bar, rgb])
 
 
-def side_by_side(frames, overlays, received, classes) -> list[np.ndarray]:
-    """RGB frames: camera | ground truth | the node's overlay, in bag order (frames the node answered)."""
+def side_by_side(frames, overlays, received, classes, gt) -> list[np.ndarray]:
+    """RGB frames: camera | ground truth (in the model's classes) | the node's overlay, in bag order."""
     from .masks import colourise
     lut = classes.palette_array()
     lut[classes.ignore_index] = 0
@@ -487,15 +497,15 @@ def side_by_side(frames, overlays, received, classes) -> list[np.ndarray]:
         if ov is None or isinstance(ov[1], str) or ov[1].shape != f.rgb.shape:
             continue
         out.append(np.hstack([_panel(f.rgb, "camera"),
-                              _panel(colourise(f.label.clip(0, 255).astype(np.uint8), lut), "ground truth"),
+                              _panel(colourise(gt[f.stamp_ns], lut), "ground truth"),
                               _panel(ov[1], "segmentation/overlay")]))
     return out
 
 
-def write_video(out: Path, frames, overlays, received, classes, *, fps: float = 4.0) -> Path | None:
+def write_video(out: Path, frames, overlays, received, classes, gt, *, fps: float = 4.0) -> Path | None:
     """demo.mp4 (mp4v); demo.gif if no MPEG-4 encoder is available; else PNGs in side_by_side/."""
     import cv2
-    images = side_by_side(frames, overlays, received, classes)
+    images = side_by_side(frames, overlays, received, classes, gt)
     if not images:
         return None
     h, w = images[0].shape[:2]
@@ -540,7 +550,9 @@ def format_summary(s: dict) -> list[str]:
         "(replay publish -> segmentation/labels received)",
     ]
     if s["miou"] is not None:
-        lines.append(f"accuracy vs the bag's ground truth ({s['frames_scored']} frames): mIoU "
+        mapped = (f", CamVid labels mapped by {Path(s['ground_truth_mapping']).name}"
+                  if s.get("ground_truth_mapping") else "")
+        lines.append(f"accuracy vs the bag's ground truth ({s['frames_scored']} frames{mapped}): mIoU "
                      f"{100 * s['miou']:.1f}%, pixel accuracy {100 * s['pixel_accuracy']:.1f}%")
     out = Path(s["output"])
     lines.append(f"files in {out}/: overlay/ ({s['overlays_received']} PNG), labels/ (class ids, mono8 PNG), "

@@ -115,7 +115,27 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class UNet(nn.Module):
+class _UNetBase(nn.Module):
+    """What both U-Nets share: a decoder that upsamples and joins each skip, and the trainer's hooks."""
+
+    def _decode(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """Deepest features first up through the skips (given shallow to deep), then the class head."""
+        for block, skip in zip(self.decoder, reversed(skips)):
+            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self(x)}
+
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.encoder]
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.decoder, self.head]
+
+
+class UNet(_UNetBase):
     """U-Net (Ronneberger et al. 2015) with batch norm, bilinear upsampling and any input size."""
 
     def __init__(self, *, num_classes: int, base_channels: int = 32, depth: int = 4,
@@ -135,23 +155,10 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
             x = nn.functional.max_pool2d(x, 2, ceil_mode=True)
-        x = self.bottleneck(x)
-        for block, skip in zip(self.decoder, reversed(skips)):
-            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)
-
-    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"out": self(x)}
-
-    def encoder_modules(self) -> list[nn.Module]:
-        return [self.encoder]
-
-    def decoder_modules(self) -> list[nn.Module]:
-        return [self.decoder, self.head]
+        return self._decode(self.bottleneck(x), skips)
 
 
-class EncoderUNet(nn.Module):
+class EncoderUNet(_UNetBase):
     """U-Net decoder on a classification encoder's stride 2..32 features (lighter than the classic U-Net)."""
 
     #: encoder -> (builder, the layers whose outputs are the stride 2, 4, 8, 16, 32 features, their channels)
@@ -177,23 +184,10 @@ class EncoderUNet(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
         feats = self.encoder(x)
         skips = [feats[name] for name in self.layers]
-        y = self.dropout(skips[4])
-        for block, skip in zip(self.decoder, reversed(skips[:4])):
-            y = nn.functional.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            y = block(torch.cat([y, skip], dim=1))
-        return nn.functional.interpolate(self.head(y), size=size, mode="bilinear", align_corners=False)
-
-    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"out": self(x)}
-
-    def encoder_modules(self) -> list[nn.Module]:
-        return [self.encoder]
-
-    def decoder_modules(self) -> list[nn.Module]:
-        return [self.decoder, self.head]
+        out = self._decode(self.dropout(skips[4]), skips[:4])  # at stride 2
+        return nn.functional.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 UNET_ENCODERS = ("classic", *EncoderUNet.ENCODERS)

@@ -83,7 +83,7 @@ _SA, _IA = ParameterType.PARAMETER_STRING_ARRAY, ParameterType.PARAMETER_INTEGER
 PARAMETERS: dict[str, tuple[int, object, dict]] = {
     "model": (_S, "", dict(read_only=True, description=(
         "A shipped model by name (camvid: 11 CamVid classes; driving: 7 classes, CamVid and Indian streets) "
-        "or a model file (.pt checkpoint or exported .onnx); empty = camvid"))),
+        "or a model file (.pt checkpoint or exported .onnx); empty = driving (the default)"))),
     "device": (_S, "auto", dict(read_only=True, choices=DEVICES, description=(
         "Inference device; auto = CUDA when a GPU is available, else CPU"))),
     "backend": (_S, "auto", dict(read_only=True, choices=BACKENDS, description=(

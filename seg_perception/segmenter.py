@@ -247,7 +247,7 @@ class Segmenter:
 
 #: The shipped models by name; they live inside the installed Python package, so pip and colcon installs find them.
 SHIPPED_MODELS = {"camvid": "camvid_lraspp.pt", "driving": "driving_lraspp.pt"}
-DEFAULT_MODEL = "camvid"
+DEFAULT_MODEL = "driving"  # serves planners best: see docs/model_driving.md
 
 
 def shipped_model_path(name: str) -> Path:
@@ -260,7 +260,7 @@ def default_model_path() -> Path:
 
 
 def resolve_model(value: str | Path | None) -> Path:
-    """A shipped model's name (camvid, driving) or a model file's path; empty = the default model.
+    """A shipped model's name (camvid, driving) or a model file's path; empty = the default model (driving).
 
     A name wins over a file of the same name in the working folder; write ./driving for that.
     """

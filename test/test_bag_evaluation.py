@@ -16,23 +16,24 @@ from conftest import dds_env
 from seg_perception import bags
 from seg_perception.bag_evaluation import LabelMapper, evaluate_offline
 from seg_perception.bags import BagError, make_bag
-from seg_perception.classes import CAMVID
+from seg_perception.class_mapping import load_mapping
+from seg_perception.classes import CAMVID, DRIVING
 from seg_perception.datasets import open_dataset
 from seg_perception.evaluation import dataset_frames, evaluate_frames
 from seg_perception.report import REPORT_KEYS, write_report
-from seg_perception.segmenter import Segmenter, default_model_path
+from seg_perception.segmenter import Segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data" / "camvid_val"
 START = 1_700_000_000.0
 N_FRAMES = 5
+CAMVID_TO_DRIVING = REPO / "config" / "mappings" / "camvid_to_driving.yaml"
 
 
 def sample_dataset(n=None):
     ds = open_dataset("generic", images=SAMPLES / "images", labels=SAMPLES / "labels", classes=CAMVID)
-    if n is not None:
-        ds.pairs = ds.pairs[:n]
-    return ds
+    return ds if n is None else ds.subset(range(n), ds.description)
+
 
 def cli(*args, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "seg_perception.cli", *map(str, args)], capture_output=True,
@@ -42,7 +43,7 @@ def cli(*args, env=None, timeout=300):
 
 @pytest.fixture(scope="module")
 def segmenter():
-    return Segmenter(default_model_path(), device="cpu", threads=2)
+    return Segmenter("camvid", device="cpu", threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +124,21 @@ def test_mapping(tmp_path, segmenter, folder_result):
 
 
 def test_cli_offline_and_errors(tmp_path, bag_path):
-    r = cli("evaluate-bag", bag_path, "--report", tmp_path / "rep", "--no-progress", "--device", "cpu")
+    # the default (driving) model on CamVid-labelled frames needs a mapping: the class mapping file serves
+    r = cli("evaluate-bag", bag_path, "--report", tmp_path / "rep0", "--no-progress")
+    assert r.returncode == 2 and "give a --mapping file" in r.stderr.strip().splitlines()[-1]
+    r = cli("evaluate-bag", bag_path, "--report", tmp_path / "rep", "--no-progress", "--device", "cpu",
+            "--mapping", CAMVID_TO_DRIVING)
     assert r.returncode == 0, r.stderr
     assert "offline: mIoU" in r.stdout
-    assert json.loads((tmp_path / "rep" / "report.json").read_text())["frames_evaluated"] == N_FRAMES
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["frames_evaluated"] == N_FRAMES and set(report["per_class_iou"]) == set(DRIVING.names)
+    # the same figure as scoring the folder through the same mapping
+    mapping = load_mapping(CAMVID_TO_DRIVING, target=DRIVING)
+    ds = sample_dataset(N_FRAMES).mapped(mapping.lut(), DRIVING)
+    folder = evaluate_frames(Segmenter("driving", device="cpu", threads=2), dataset_frames(ds), classes=DRIVING,
+                             total=len(ds), progress=False)
+    assert report["confusion_matrix"] == folder["confusion_matrix"]
     r = cli("evaluate-bag", bag_path, "--report", tmp_path / "rep2", "--label-topic", "/labels", "--no-progress")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -170,7 +182,8 @@ def test_live_evaluation_over_dds(tmp_path, bag_path, folder_result, monkeypatch
         make_bag(sample_dataset(), bag_path, max_frames=N_FRAMES, fps=2, start_time=START,
                  compression=compression, progress=False)
     rep = tmp_path / "live"
-    r = cli("evaluate-bag", bag_path, "--live", "--report", rep, "--no-progress", "--startup-timeout", 180,
+    r = cli("evaluate-bag", bag_path, "--live", "--model", "camvid", "--report", rep, "--no-progress",
+            "--startup-timeout", 180,
             "--rate", 0.5, "--node-param", "threads:=2", env=env)
     assert r.returncode == 0, r.stderr + (rep / "node.log").read_text() if (rep / "node.log").exists() else r.stderr
     report = json.loads((rep / "report.json").read_text())
@@ -185,11 +198,12 @@ def test_live_with_running_node(tmp_path, bag_path, folder_result, monkeypatch):
     env = dds_env(tmp_path, monkeypatch)
     log = open(tmp_path / "node.log", "wb")
     node = subprocess.Popen([sys.executable, "-m", "seg_perception.node", "--ros-args", "-r",
-                             "image:=/camera/image_raw", "-p", "qos_reliability:=reliable", "-p", "threads:=2"],
+                             "image:=/camera/image_raw", "-p", "qos_reliability:=reliable", "-p", "threads:=2",
+                             "-p", "model:=camvid"],
                             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
-        r = cli("evaluate-bag", bag_path, "--live", "--no-start-node", "--report", tmp_path / "live",
-                "--no-progress", "--startup-timeout", 180, "--rate", 0.5, env=env)
+        r = cli("evaluate-bag", bag_path, "--live", "--no-start-node", "--model", "camvid", "--report",
+                tmp_path / "live", "--no-progress", "--startup-timeout", 180, "--rate", 0.5, env=env)
         assert r.returncode == 0, r.stderr
         report = json.loads((tmp_path / "live" / "report.json").read_text())
         _check_live_report(report, folder_result)
@@ -204,7 +218,7 @@ def test_live_with_running_node(tmp_path, bag_path, folder_result, monkeypatch):
 def test_live_node_failure_is_reported(tmp_path, bag_path, monkeypatch):
     env = dds_env(tmp_path, monkeypatch)
     t0 = time.monotonic()
-    r = cli("evaluate-bag", bag_path, "--live", "--report", tmp_path / "live", "--no-progress",
+    r = cli("evaluate-bag", bag_path, "--live", "--model", "camvid", "--report", tmp_path / "live", "--no-progress",
             "--node-param", "backend:=nonsense", env=env)
     assert r.returncode == 2
     line = r.stderr.strip().splitlines()[-1]

@@ -16,7 +16,7 @@ from seg_perception.classes import CAMVID, ClassTable
 from seg_perception.cli import main
 from seg_perception.datasets import open_dataset, read_label, read_rgb
 from seg_perception.harvest import HarvestOptions, harvest, open_sources
-from seg_perception.segmenter import Segmenter, default_model_path
+from seg_perception.segmenter import Segmenter, shipped_model_path
 from seg_perception.training import TrainConfig, Trainer
 
 from conftest import SAMPLES
@@ -41,7 +41,7 @@ def bag(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seg():
-    return Segmenter(default_model_path())
+    return Segmenter(shipped_model_path("camvid"))
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_harvest_output_trains(least_confident, tmp_path):
     # frames are named <bag>_<stamp>, so the bag is the drive (for held-out drives in training)
     assert open_dataset(**harvested).drives == ["drive"] * 3
     cfg = TrainConfig.from_dict(dict(
-        classes=str(out / "classes.yaml"), init_from=str(default_model_path()),
+        classes=str(out / "classes.yaml"), init_from=str(shipped_model_path("camvid")),
         datasets=[dict(name="camvid", layout="generic", images=str(SAMPLES / "images"),
                        labels=str(SAMPLES / "labels"), classes="camvid", max_images=2),
                   dict(name="harvested", **harvested)],
@@ -176,7 +176,8 @@ def test_near_duplicate_is_picked_once(seg, tmp_path):
 
 def test_cli_harvest_and_bad_input(bag, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["harvest", str(bag), "--out", str(out), "--topic", TOPIC, "--count", "2", "--no-progress"]) == 0
+    assert main(["harvest", str(bag), "--out", str(out), "--model", "camvid", "--topic", TOPIC, "--count", "2",
+                 "--no-progress"]) == 0
     assert "picked 2 of 12 frames from 1 bag(s)" in capsys.readouterr().out
     assert len(read_csv(out)) == 2
 

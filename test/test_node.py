@@ -27,7 +27,7 @@ from seg_perception.classes import CAMVID
 from seg_perception.datasets import read_label, read_rgb
 from seg_perception.image_codec import decode_compressed, encode_compressed
 from seg_perception.ros_image import rgb_to_compressed, rgb_to_image
-from seg_perception.segmenter import Segmenter, default_model_path
+from seg_perception.segmenter import Segmenter
 
 CAMERA = "/test_cam/image_raw"
 OUT = "/segmentation/"
@@ -159,7 +159,7 @@ def check_outputs(out: dict[str, Image], header: Header, width: int, height: int
 
 @pytest.fixture(scope="module")
 def library():
-    return Segmenter(default_model_path(), device="cpu")
+    return Segmenter("camvid", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +171,8 @@ def frames():
 def raw_node(module_ros_env, tmp_path_factory):
     """One node on raw Image input (reliable input QoS so a busy machine loses no test frame)."""
     log = tmp_path_factory.mktemp("node") / "raw.log"
-    proc = NodeProcess(node_args(params={"qos_reliability": "reliable", "qos_depth": 5, "diagnostics_period": 0.5,
-                                         "stats_period": 5.0},
+    proc = NodeProcess(node_args(params={"model": "camvid", "qos_reliability": "reliable", "qos_depth": 5,
+                                         "diagnostics_period": 0.5, "stats_period": 5.0},
                                  remaps={"image": CAMERA}), log)
     probe = Probe("raw")
     try:
@@ -363,7 +363,8 @@ def test_bad_frames_are_skipped_and_the_node_goes_on(raw_node, frames):
 
 @pytest.fixture
 def compressed_node(ros_env, start_node):
-    proc = start_node(node_args(params={"input_transport": "compressed", "qos_reliability": "reliable",
+    proc = start_node(node_args(params={"model": "camvid", "input_transport": "compressed",
+                                        "qos_reliability": "reliable",
                                         "qos_depth": 5, "diagnostics_period": 0.5, "publish_overlay": False},
                                 remaps={"image": CAMERA, "image/compressed": CAMERA + "/compressed"}))
     probe = Probe("compressed")
@@ -406,13 +407,14 @@ def test_compressed_input(compressed_node, frames, library):
     assert "Traceback" not in proc.output()
 
 
-def test_driving_model_by_name(ros_env, start_node):
-    """model:=driving loads the shipped 7-class model: the library's labels on Indian and Cambridge streets,
-    masks from its own groups (drivable; living things and vehicles)."""
+@pytest.mark.parametrize("model", ["driving", None], ids=["by-name", "default"])
+def test_driving_model_by_name_and_by_default(model, ros_env, start_node):
+    """model:=driving (and no model at all) loads the shipped 7-class model: the library's labels on Indian and
+    Cambridge streets, masks from its own groups (drivable; living things and vehicles)."""
     from seg_perception.classes import DRIVING
     from seg_perception.datasets import idd_lite
-    proc = start_node(node_args(params={"model": "driving", "qos_reliability": "reliable", "qos_depth": 5},
-                                remaps={"image": CAMERA}))
+    params = {"qos_reliability": "reliable", "qos_depth": 5, **({"model": model} if model else {})}
+    proc = start_node(node_args(params=params, remaps={"image": CAMERA}))
     probe = Probe("driving")
     try:
         probe.wait_ready(proc)
@@ -440,7 +442,7 @@ def test_start_up_errors_exit_non_zero_with_a_clear_message(case, ros_env, start
         "missing model": ({"model": str(tmp_path / "nope.pt")}, "does not exist"),
         "corrupt model": ({"model": str(tmp_path / "corrupt.pt")}, "corrupt"),
         "unknown model name": ({"model": "highway"}, "unknown model 'highway': not a shipped model (camvid, driving)"),
-        "unknown class": ({"drivable_classes": "['Road','Unicorn']"}, "unknown class 'Unicorn'"),
+        "unknown class": ({"drivable_classes": "['drivable','Unicorn']"}, "unknown class 'Unicorn'"),
         "bad device": ({"device": "gpu"}, "parameter 'device' is 'gpu'"),
     }[case]
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
@@ -458,7 +460,8 @@ def test_predict_command_gives_the_nodes_labels(raw_node, frames, tmp_path):
 
     proc, probe = raw_node
     path = FRAMES[0]
-    assert cli.main(["predict", "--input", str(path), "--output", str(tmp_path), "--no-progress"]) == 0
+    assert cli.main(["predict", "--model", "camvid", "--input", str(path), "--output", str(tmp_path),
+                     "--no-progress"]) == 0
     offline = read_label(tmp_path / path.name)
     header = probe.header()
     out = probe.wait_outputs(probe.send(rgb_to_image(read_rgb(path), "rgb8", header)))

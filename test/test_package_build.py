@@ -70,6 +70,9 @@ def test_colcon_build_installs_the_expected_tree(workspace):
         share / "config" / "drive.yaml",
         share / "models" / "camvid_lraspp.pt",
         share / "models" / "camvid_lraspp.onnx",
+        share / "models" / "driving_lraspp.pt",
+        share / "models" / "driving_lraspp.onnx",
+        share / "config" / "mappings" / "camvid_to_driving.yaml",
     ]
     missing = [str(p.relative_to(install)) for p in expected if not p.is_file()]
     assert not missing, f"not installed: {missing}"
@@ -77,7 +80,7 @@ def test_colcon_build_installs_the_expected_tree(workspace):
     site = next(prefix.glob("lib/python3*/site-packages"))
     assert (site / "seg_perception" / "node.py").is_file()
     assert (site / "seg_perception" / "models" / "camvid_lraspp.pt").is_file()
-    for name in ("camvid_lraspp.pt", "camvid_lraspp.onnx"):
+    for name in ("camvid_lraspp.pt", "camvid_lraspp.onnx", "driving_lraspp.pt", "driving_lraspp.onnx"):
         assert (share / "models" / name).stat().st_size == (REPO / "seg_perception" / "models" / name).stat().st_size
     assert not list((ws / "src" / "seg_perception").glob("*.egg-info")), "build wrote into the source tree"
 
