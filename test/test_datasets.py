@@ -211,6 +211,17 @@ def test_bad_multi_dataset_configs_name_the_culprit(tmp_path, capsys):
     assert cli.main(["train", "--config", str(cfg), "--data-root", "kitti=/x", "--no-progress"]) == 2
     assert "--data-root kitti=/x: expected NAME=PATH with NAME one of ['camvid', 'idd']" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # a mapping into a class the model lacks: the error names the file, and an earlier run's checkpoint stays
+    bad_mapping = tmp_path / "bad_mapping.yaml"
+    bad_mapping.write_text(CAMVID_TO_DRIVING.read_text().replace("Car: vehicles", "Car: cars"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "best.pt").write_bytes(b"an earlier run")
+    bad_cfg = tmp_path / "bad.yaml"
+    bad_cfg.write_text(cfg.read_text().replace(str(CAMVID_TO_DRIVING), str(bad_mapping)))
+    assert cli.main(["train", "--config", str(bad_cfg), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad_mapping}: 'Car' maps to 'cars', which the target table lacks" in err
+    assert (tmp_path / "out" / "best.pt").read_bytes() == b"an earlier run"
 
 
 def test_training_from_a_model_with_other_classes_gets_a_new_head(tmp_path):
