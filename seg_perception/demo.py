@@ -1,6 +1,7 @@
 """`seg-perception demo`: the segmentation node on real camera frames, end to end over DDS.
 
-1. writes the bundled CamVid frames (`sample_data/camvid_val`) into a rosbag2 (mcap)
+1. writes the bundled CamVid frames (`sample_data/camvid_val`; or the IDD-Lite ones,
+   `sample_data/idd_lite`) into a rosbag2 (mcap)
    with `make_bag`: camera images, camera info and ground-truth labels;
 2. starts `segmentation_node` as its own process, the way launch does
    (`python -m seg_perception.node --ros-args --params-file config/drive.yaml -r ...`);
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .classes import ClassTable
+
 DEMO_NAMESPACE = "/seg_perception_demo"
 BAG_IMAGE_TOPIC = "/camera/image_raw"
 BAG_LABEL_TOPIC = "/camera/ground_truth"
@@ -52,14 +55,37 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def find_samples() -> tuple[Path, Path]:
-    """The bundled CamVid frames: in the checkout (next to the package) or under the current folder."""
+#: The bundled frame sets: folder under sample_data/ and the name the demo gives them.
+SAMPLE_SETS = {"camvid": ("camvid_val", "CamVid"), "idd_lite": ("idd_lite", "IDD-Lite")}
+
+
+def find_samples(name: str = "camvid"):
+    """A bundled frame set (in the checkout, next to the package, or under the current folder) as a dataset."""
+    from .classes import CAMVID
+    from .datasets import open_dataset
+    folder = SAMPLE_SETS[name][0]
     for base in (_repo_root(), Path.cwd()):
-        root = base / "sample_data" / "camvid_val"
-        if (root / "images").is_dir() and (root / "labels").is_dir():
-            return root / "images", root / "labels"
-    raise DemoError("sample_data/camvid_val not found next to the package or in the current folder; "
+        root = base / "sample_data" / folder
+        if name == "camvid" and (root / "images").is_dir() and (root / "labels").is_dir():
+            return open_dataset("generic", images=root / "images", labels=root / "labels", classes=CAMVID)
+        if name == "idd_lite" and (root / "leftImg8bit").is_dir():
+            return open_dataset("idd_lite", root=root, split="train")
+    raise DemoError(f"sample_data/{folder} not found next to the package or in the current folder; "
                     "run from the repository, or give --images and --labels")
+
+
+def ground_truth_mapping(frames: ClassTable, model: ClassTable, model_name: str) -> Path | None:
+    """The shipped mapping from the frames' classes to the model's (None when they are the same)."""
+    from .classes import table_name
+    if frames.names == model.names:
+        return None
+    src, dst = table_name(frames), table_name(model)
+    mapping = find_config_file(f"mappings/{src}_to_{dst}.yaml") if src and dst else None
+    if mapping is None:
+        raise DemoError(f"the frames are labelled in the {src or 'their own'} classes and {model_name} has other "
+                        f"classes ({', '.join(model.names)}) with no shipped mapping between them; use a model "
+                        "of the camvid or driving class table")
+    return mapping
 
 
 def find_config_file(name: str = "drive.yaml") -> Path | None:
@@ -230,45 +256,39 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_demo(output=DEFAULT_OUTPUT, *, images=None, labels=None, max_frames: int | None = None,
+def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, labels=None,
+             max_frames: int | None = None,
              realtime: bool = False, fps: float = 10.0, model=None, device: str = "auto",
              startup_timeout: float = 120.0, frame_timeout: float = 30.0, video_fps: float = 4.0,
              node_params=()) -> dict:
     """The demo; returns the summary it also writes to OUTPUT/summary.json."""
     from .bag_evaluation import LabelMapper, latency_summary
     from .bags import Bag, PairStats, make_bag, paired_frames
-    from .classes import CAMVID, table_name
+    from .classes import CAMVID
     from .datasets import open_dataset
     from .metrics import confusion_matrix, scores
     from .segmenter import model_info, resolve_model
 
     t_start = time.monotonic()
     if images is None and labels is None:
-        images, labels = find_samples()
+        ds, kind = find_samples(samples), SAMPLE_SETS[samples][1]
     elif images is None or labels is None:
         raise DemoError("give both --images and --labels (or neither, for the bundled frames)")
+    else:
+        ds, kind = open_dataset("generic", images=images, labels=labels, classes=CAMVID), "CamVid-labelled"
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     _clean_outputs(out)
     model_path = resolve_model(model)
     info = model_info(model_path)
     classes = info.classes
-    # The frames are labelled in CamVid's classes; a model with other classes is scored through a shipped mapping.
-    mapping = None
-    if classes.names != CAMVID.names:
-        name = table_name(classes)
-        mapping = find_config_file(f"mappings/camvid_to_{name}.yaml") if name else None
-        if mapping is None:
-            raise DemoError(f"the frames are labelled in CamVid's classes and {model_path.name} has other classes "
-                            f"({', '.join(classes.names)}) with no shipped mapping from CamVid's; "
-                            "use --model camvid, or a model of the camvid or driving class table")
+    mapping = ground_truth_mapping(ds.classes, classes, model_path.name)
 
     # 1. the bag
-    ds = open_dataset("generic", images=images, labels=labels, classes=CAMVID)
     bag_path = out / "bag"
     made = make_bag(ds, bag_path, storage="mcap", fps=fps, max_frames=max_frames, progress=False)
     w, h = made["size"]
-    _say(f"[1/4] wrote a rosbag2 (mcap) of {made['frames']} CamVid frames ({w}x{h}, {fps:g} frames/s) to "
+    _say(f"[1/4] wrote a rosbag2 (mcap) of {made['frames']} {kind} frames ({w}x{h}, {fps:g} frames/s) to "
          f"{bag_path}: {made['image_topic']}, {made['info_topic']}, {made['label_topic']}")
 
     with Bag(bag_path) as bag:
@@ -550,7 +570,7 @@ def format_summary(s: dict) -> list[str]:
         "(replay publish -> segmentation/labels received)",
     ]
     if s["miou"] is not None:
-        mapped = (f", CamVid labels mapped by {Path(s['ground_truth_mapping']).name}"
+        mapped = (f", labels mapped by {Path(s['ground_truth_mapping']).name}"
                   if s.get("ground_truth_mapping") else "")
         lines.append(f"accuracy vs the bag's ground truth ({s['frames_scored']} frames{mapped}): mIoU "
                      f"{100 * s['miou']:.1f}%, pixel accuracy {100 * s['pixel_accuracy']:.1f}%")
@@ -562,21 +582,27 @@ def format_summary(s: dict) -> list[str]:
 
 def add_demo(sub) -> None:
     p = sub.add_parser(
-        "demo", help="run the segmentation node on the bundled CamVid frames over DDS and show the results",
-        description="Make a rosbag2 from the bundled CamVid frames, start segmentation_node as its own process, "
+        "demo", help="run the segmentation node on bundled real frames over DDS and show the results",
+        description="Make a rosbag2 from the bundled CamVid (or IDD-Lite) frames, start segmentation_node as its "
+                    "own process, "
                     "replay the bag to it over DDS (localhost only), and write its overlays, a side-by-side "
                     "video and summary.json to the output folder; prints frames/s, latency, dropped frames "
                     "and mIoU against the ground truth.")
     p.add_argument("--output", default=DEFAULT_OUTPUT,
                    help=f"output folder (default ./{DEFAULT_OUTPUT}; its earlier demo files are replaced)")
-    p.add_argument("--images", help="image folder instead of sample_data/camvid_val/images")
+    p.add_argument("--samples", choices=sorted(SAMPLE_SETS), default="camvid",
+                   help="bundled frames: camvid (12 Cambridge frames, sample_data/camvid_val; default) or idd_lite "
+                        "(8 frames of Indian streets, sample_data/idd_lite); labels are mapped into the model's "
+                        "classes by config/mappings/ where they differ")
+    p.add_argument("--images", help="image folder instead of the bundled frames")
     p.add_argument("--labels", help="CamVid class-id label folder for --images (same file names)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p.add_argument("--realtime", action="store_true",
                    help="replay at the bag's recorded rate like a live camera (a slow machine drops frames); "
                         "default: each frame goes out once the node answered the previous one")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate recorded in the bag (default 10)")
-    p.add_argument("--model", help="model for the node (.pt or .onnx); default: the shipped CamVid model")
+    p.add_argument("--model", help="model for the node: a shipped model's name (camvid, driving) or a .pt/.onnx "
+                                   "file; default: driving")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="the node's device")
     p.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra node parameter (repeatable), e.g. overlay_alpha:=0.7")
@@ -599,7 +625,7 @@ def run(args) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        s = run_demo(args.output, images=args.images, labels=args.labels, max_frames=args.max_frames,
+        s = run_demo(args.output, samples=args.samples, images=args.images, labels=args.labels, max_frames=args.max_frames,
                      realtime=args.realtime, fps=args.fps, model=args.model, device=args.device,
                      startup_timeout=args.startup_timeout, frame_timeout=args.frame_timeout,
                      video_fps=args.video_fps, node_params=args.node_param)

@@ -155,3 +155,22 @@ def test_half_a_custom_dataset_is_refused(tmp_path):
                          env=_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 1
     assert "give both --images and --labels" in res.stderr
+
+
+def test_bundled_idd_lite_frames_and_label_mappings(module_ros_env, tmp_path):
+    """--samples idd_lite: Indian streets through the default (driving) model, scored in its own classes;
+    the mapping between the two shipped tables is found in both directions."""
+    from seg_perception.classes import CAMVID, CITYSCAPES, DRIVING
+    assert demo.ground_truth_mapping(DRIVING, DRIVING, "m") is None
+    assert demo.ground_truth_mapping(DRIVING, CAMVID, "m").name == "driving_to_camvid.yaml"
+    assert demo.ground_truth_mapping(CAMVID, DRIVING, "m").name == "camvid_to_driving.yaml"
+    with pytest.raises(demo.DemoError, match="no shipped mapping"):
+        demo.ground_truth_mapping(CITYSCAPES, DRIVING, "m")
+    out = tmp_path / "idd_demo"
+    res = subprocess.run(_demo_cmd(out, "--samples", "idd_lite", "--max-frames", "4"), cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "of 4 IDD-Lite frames (320x227" in res.stdout and "frames: 4/4 received, 0 dropped" in res.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["ground_truth_mapping"] is None and set(s["per_class_iou"]) == set(DRIVING.names)
+    assert s["frames_scored"] == 4 and s["pixel_accuracy"] >= 0.75
