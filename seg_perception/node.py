@@ -28,7 +28,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -15,9 +15,9 @@ import torch
 import yaml
 
 from seg_perception import cli
-from seg_perception.class_mapping import MappingError, load_mapping, mapping_from_dict
+from seg_perception.class_mapping import MappingError, load_mapping
 from seg_perception.classes import CAMVID, DRIVING, ClassTable, class_table
-from seg_perception.datasets import DatasetError, camvid, idd_lite, open_dataset, split_by_drive
+from seg_perception.datasets import DatasetError, idd_lite, open_dataset, split_by_drive
 from seg_perception.training import ConfigError, TrainConfig, Trainer
 from seg_perception.transforms import BatchAugment
 
