@@ -222,6 +222,12 @@ class Bag:
         except Exception:
             pass
 
+    def recorded_image_topic(self, topic: str) -> str:
+        """The topic, or its `/compressed` twin when only the twin is recorded (one camera, two transports)."""
+        if topic not in self.topics and compressed_topic(topic) in self.topics:
+            return compressed_topic(topic)
+        return topic
+
     def _read_metadata(self) -> dict:
         meta = self.path / "metadata.yaml" if self.path.is_dir() else None
         if meta is None or not meta.is_file():

@@ -83,15 +83,7 @@ def run_train(args) -> int:
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.data_root:
-        if not cfg.datasets:
-            raise ConfigError("--data-root NAME=PATH needs a config with a datasets list (else use --root)")
-        roots = dict(item.split("=", 1) for item in args.data_root if "=" in item)
-        known = [d.get("name") or d.get("layout") for d in cfg.datasets]
-        bad = [item for item in args.data_root if "=" not in item or item.split("=", 1)[0] not in known]
-        if bad:
-            raise ConfigError(f"--data-root {bad[0]}: expected NAME=PATH with NAME one of {known}")
-        overrides["datasets"] = [{**d, "root": roots.get(d.get("name") or d.get("layout"), d.get("root"))}
-                                 for d in cfg.datasets]
+        overrides["datasets"] = cfg.datasets_with_roots(args.data_root)
     cfg = TrainConfig.from_dict({**cfg.__dict__, **overrides}, source="flags")
     result = Trainer(cfg, resume=args.resume, progress=not args.no_progress).run()
     print(f"best val mIoU {100 * max(result['best_miou'], 0):.2f} at epoch {result['best_epoch']} "

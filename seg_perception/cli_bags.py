@@ -144,12 +144,9 @@ def add_evaluate_bag(sub) -> None:
 def _image_topic(args) -> str:
     if args.image_topic:
         return args.image_topic
-    from .bags import Bag, compressed_topic
+    from .bags import Bag
     with Bag(args.bag) as bag:
-        default = DEFAULTS["image_topic"]
-        if default not in bag.topics and compressed_topic(default) in bag.topics:
-            return compressed_topic(default)
-    return default
+        return bag.recorded_image_topic(DEFAULTS["image_topic"])
 
 
 def run_evaluate_bag(args) -> int:

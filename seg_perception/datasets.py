@@ -227,14 +227,11 @@ def generic(images: str | Path, labels: str | Path, classes: str | Path | ClassT
 def open_dataset(layout: str, *, root=None, split="train", images=None, labels=None,
                  classes=None) -> LabelledFolder:
     """Open a dataset by layout name, with errors that say which argument is missing."""
-    if layout == "camvid":
-        if root is None:
-            raise DatasetError("camvid layout needs a root folder")
-        return camvid(root, split)
-    if layout in ("cityscapes", "idd_lite"):
+    rooted = {"camvid": camvid, "cityscapes": cityscapes, "idd_lite": idd_lite}
+    if layout in rooted:
         if root is None:
             raise DatasetError(f"{layout} layout needs a root folder")
-        return cityscapes(root, split) if layout == "cityscapes" else idd_lite(root, split)
+        return rooted[layout](root, split)
     if layout == "generic":
         if images is None or labels is None or classes is None:
             raise DatasetError("generic layout needs images, labels and classes (a class YAML)")

@@ -121,8 +121,7 @@ def camera_topic(bag: Bag, topic: str | None = None) -> str:
     """The topic asked for, or else the bag's only camera. A raw topic and its `/compressed` twin are
     one camera: read from the raw topic (lossless) when the bag has it, else from the twin."""
     if topic:
-        if topic not in bag.topics and compressed_topic(topic) in bag.topics:
-            topic = compressed_topic(topic)
+        topic = bag.recorded_image_topic(topic)
         bag.require(topic, IMAGE_TYPES, role="image topic")
         return topic
     images = [t.name for t in bag.topics.values() if t.msgtype in IMAGE_TYPES]

@@ -178,6 +178,19 @@ class TrainConfig:
             val_images=self.val_images if generic and not held_out else None, val_labels=self.val_labels,
             resize=tuple(self.resize) if self.resize else None, max_images=self.max_images)]
 
+    def datasets_with_roots(self, assignments: list[str]) -> list[dict]:
+        """The `datasets` list with roots set by NAME=PATH (`--data-root`), names as the specs give them."""
+        if not self.datasets:
+            raise ConfigError("--data-root NAME=PATH needs a config with a datasets list (else use --root)")
+        names = [spec.name for spec in self.dataset_specs()]
+        roots = {}
+        for item in assignments:
+            name, sep, path = item.partition("=")
+            if not sep or name not in names:
+                raise ConfigError(f"--data-root {item}: expected NAME=PATH with NAME one of {names}")
+            roots[name] = path
+        return [{**d, "root": roots.get(name, d.get("root"))} for d, name in zip(self.datasets, names)]
+
     def arch_kwargs(self) -> dict:
         kw = {}
         if self.backbone is not None:
