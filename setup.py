@@ -29,8 +29,8 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "segmentation_node = seg_perception.node:main",
-            "seg-perception = seg_perception.cli:main",
+            "segmentation_node = seg_perception.ros.node:main",
+            "seg-perception = seg_perception.cli.main:main",
         ],
     },
 )

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from seg_perception.datasets import read_label, read_rgb  # noqa: E402
-from seg_perception.metrics import confusion_matrix, scores  # noqa: E402
-from seg_perception.segmenter import Segmenter, default_model_path  # noqa: E402
+from seg_perception.evaluation.metrics import confusion_matrix, scores  # noqa: E402
+from seg_perception.inference.segmenter import Segmenter, default_model_path  # noqa: E402
+from seg_perception.learning.datasets import read_label, read_rgb  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "camvid_val"
 

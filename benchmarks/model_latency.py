@@ -19,10 +19,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from seg_perception.checkpoint import load_checkpoint  # noqa: E402
-from seg_perception.export import export_onnx  # noqa: E402
-from seg_perception.models import count_parameters  # noqa: E402
-from seg_perception.segmenter import SHIPPED_MODELS, shipped_model_path  # noqa: E402
+from seg_perception.inference.checkpoint import load_checkpoint  # noqa: E402
+from seg_perception.inference.export import export_onnx  # noqa: E402
+from seg_perception.inference.segmenter import SHIPPED_MODELS, shipped_model_path  # noqa: E402
+from seg_perception.learning.models import count_parameters  # noqa: E402
 
 
 def time_it(fn, *, warmup: int, runs: int) -> tuple[float, float]:

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from . import image_codec
-from .datasets import DatasetError
+from .learning.datasets import DatasetError
 
 STORAGES = ("mcap", "sqlite3")
 COMPRESSIONS = ("none", "jpeg", "png")

@@ -88,7 +88,7 @@ class NodeProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         self._log = open(log_path, "wb")
-        self.cmd = [sys.executable, "-m", "seg_perception.node", "--ros-args", *ros_args]
+        self.cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args", *ros_args]
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
 

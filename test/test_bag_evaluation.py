@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import dds_env
+
 from seg_perception import bags
-from seg_perception.bag_evaluation import LabelMapper, evaluate_offline
 from seg_perception.bags import BagError, make_bag
 from seg_perception.class_mapping import load_mapping
 from seg_perception.classes import CAMVID, DRIVING
-from seg_perception.datasets import open_dataset
-from seg_perception.evaluation import dataset_frames, evaluate_frames
-from seg_perception.report import REPORT_KEYS, write_report
-from seg_perception.segmenter import Segmenter
+from seg_perception.evaluation.bag_evaluation import LabelMapper, evaluate_offline
+from seg_perception.evaluation.labelled_images import dataset_frames, evaluate_frames
+from seg_perception.evaluation.report import REPORT_KEYS, write_report
+from seg_perception.inference.segmenter import Segmenter
+from seg_perception.learning.datasets import open_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data" / "camvid_val"
@@ -197,7 +197,7 @@ def test_live_with_running_node(tmp_path, bag_path, folder_result, monkeypatch):
     """--no-start-node: evaluate a node someone else started (here: the `segmentation_node` module)."""
     env = dds_env(tmp_path, monkeypatch)
     log = open(tmp_path / "node.log", "wb")
-    node = subprocess.Popen([sys.executable, "-m", "seg_perception.node", "--ros-args", "-r",
+    node = subprocess.Popen([sys.executable, "-m", "seg_perception.ros.node", "--ros-args", "-r",
                              "image:=/camera/image_raw", "-p", "qos_reliability:=reliable", "-p", "threads:=2",
                              "-p", "model:=camvid"],
                             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

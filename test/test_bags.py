@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import dds_env
+
 from seg_perception import bags
 from seg_perception.bags import Bag, BagError, PairStats, make_bag, paired_frames
 from seg_perception.classes import CAMVID
-from seg_perception.datasets import open_dataset
+from seg_perception.learning.datasets import open_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data" / "camvid_val"
@@ -248,7 +248,7 @@ def test_replay_start_offset_and_loop(small_bag, tmp_path, monkeypatch):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from seg_perception.replay import Replayer, init_context
+    from seg_perception.ros.replay import Replayer, init_context
 
     ctx = init_context()
     node = rclpy.create_node("loop_test", context=ctx)

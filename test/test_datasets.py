@@ -14,12 +14,17 @@ import pytest
 import torch
 import yaml
 
-from seg_perception import cli
 from seg_perception.class_mapping import MappingError, load_mapping
 from seg_perception.classes import CAMVID, DRIVING, ClassTable, class_table
-from seg_perception.datasets import DatasetError, idd_lite, open_dataset, split_by_drive
-from seg_perception.training import ConfigError, TrainConfig, Trainer
-from seg_perception.transforms import BatchAugment
+from seg_perception.cli import main as cli
+from seg_perception.learning.datasets import (
+    DatasetError,
+    idd_lite,
+    open_dataset,
+    split_by_drive,
+)
+from seg_perception.learning.training import ConfigError, TrainConfig, Trainer
+from seg_perception.learning.transforms import BatchAugment
 
 REPO = Path(__file__).resolve().parents[1]
 IDD = REPO / "sample_data" / "idd_lite"

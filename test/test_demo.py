@@ -12,9 +12,9 @@ from pathlib import Path
 
 import cv2
 import pytest
-
 from conftest import REPO, SAMPLES
-from seg_perception import demo
+
+from seg_perception.cli import demo
 
 N_FRAMES = len(list((SAMPLES / "images").glob("*.png")))
 
@@ -99,7 +99,7 @@ def test_the_video_and_summary_are_written(demo_run):
 def test_the_node_gets_the_shipped_parameter_file(demo_run):
     out, _ = demo_run
     cmd = json.loads((out / "summary.json").read_text())["node_command"]
-    assert cmd[1:4] == ["-m", "seg_perception.node", "--ros-args"]
+    assert cmd[1:4] == ["-m", "seg_perception.ros.node", "--ros-args"]
     assert cmd[cmd.index("--params-file") + 1] == str(REPO / "config" / "drive.yaml")
     assert f"image:={demo.DEMO_NAMESPACE}/camera/image_raw" in cmd
 

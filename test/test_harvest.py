@@ -8,18 +8,17 @@ import math
 import cv2
 import numpy as np
 import pytest
+from conftest import SAMPLES
 
 from seg_perception import bags
 from seg_perception.bags import make_bag
-from seg_perception.checkpoint import load_checkpoint
 from seg_perception.classes import CAMVID, ClassTable
-from seg_perception.cli import main
-from seg_perception.datasets import open_dataset, read_label, read_rgb
-from seg_perception.harvest import HarvestOptions, harvest, open_sources
-from seg_perception.segmenter import Segmenter, shipped_model_path
-from seg_perception.training import TrainConfig, Trainer
-
-from conftest import SAMPLES
+from seg_perception.cli.main import main
+from seg_perception.inference.checkpoint import load_checkpoint
+from seg_perception.inference.segmenter import Segmenter, shipped_model_path
+from seg_perception.learning.datasets import open_dataset, read_label, read_rgb
+from seg_perception.learning.harvest import HarvestOptions, harvest, open_sources
+from seg_perception.learning.training import TrainConfig, Trainer
 
 START_NS = 1_700_000_000 * 10**9
 FRAME_NS = 100_000_000  # make-bag's default 10 frames/s

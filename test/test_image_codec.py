@@ -6,10 +6,17 @@ import array
 import cv2
 import numpy as np
 import pytest
-
 from conftest import SAMPLES
-from seg_perception.image_codec import (MAX_PIXELS, SUPPORTED_ENCODINGS, ImageFormatError, decode_compressed,
-                                        decode_raw, encode_compressed, encode_raw)
+
+from seg_perception.image_codec import (
+    MAX_PIXELS,
+    SUPPORTED_ENCODINGS,
+    ImageFormatError,
+    decode_compressed,
+    decode_raw,
+    encode_compressed,
+    encode_raw,
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from seg_perception import cli
-from seg_perception.checkpoint import load_checkpoint
-from seg_perception.losses import distillation_loss
-from seg_perception.models import apply_freeze, build_model, train_outputs
-from seg_perception.training import ConfigError, TrainConfig, Trainer
-from seg_perception.transforms import normalise
+from seg_perception.cli import main as cli
+from seg_perception.inference.checkpoint import load_checkpoint
+from seg_perception.learning.losses import distillation_loss
+from seg_perception.learning.models import apply_freeze, build_model, train_outputs
+from seg_perception.learning.training import ConfigError, TrainConfig, Trainer
+from seg_perception.learning.transforms import normalise
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data" / "camvid_val"
@@ -273,7 +273,7 @@ def test_cityscapes_layout_maps_label_ids_to_train_ids(tmp_path):
     import cv2
 
     from seg_perception.classes import CITYSCAPES
-    from seg_perception.datasets import open_dataset, read_label
+    from seg_perception.learning.datasets import open_dataset, read_label
     camvid_to_label_id = np.array([23, 11, 17, 7, 8, 21, 20, 13, 26, 24, 25, 0] + [0] * 244, np.uint8)
     expected_train_id = {23: 10, 11: 2, 17: 5, 7: 0, 8: 1, 21: 8, 20: 7, 13: 4, 26: 13, 24: 11, 25: 12, 0: 255}
     frames = sorted((SAMPLES / "images").glob("*.png"))[:2]
@@ -308,7 +308,7 @@ def test_shipped_training_configs_parse():
 
 def test_moving_average_starts_close_to_the_weights():
     """The EMA's decay warms up: after a few updates it holds the new weights, not the random initial ones."""
-    from seg_perception.training import ema_with_warmup
+    from seg_perception.learning.training import ema_with_warmup
     update = ema_with_warmup(0.999)
     avg, cur = [torch.zeros(3)], [torch.ones(3)]
     update(avg, cur, 0)

@@ -10,15 +10,26 @@ import numpy as np
 import pytest
 import torch
 
-from seg_perception import cli
-from seg_perception.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from seg_perception.classes import CAMVID, DRIVING
-from seg_perception.datasets import read_label, read_rgb
-from seg_perception.export import export_onnx
-from seg_perception.losses import DiceLoss, SegmentationLoss
-from seg_perception.metrics import confusion_matrix, scores
-from seg_perception.segmenter import (InputError, Segmenter, default_model_path, model_info, resolve_model,
-                                      shipped_model_path)
+from seg_perception.cli import main as cli
+from seg_perception.evaluation.metrics import confusion_matrix, scores
+from seg_perception.inference.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from seg_perception.inference.export import export_onnx
+from seg_perception.inference.segmenter import (
+    InputError,
+    Segmenter,
+    default_model_path,
+    model_info,
+    resolve_model,
+    shipped_model_path,
+)
+from seg_perception.learning.datasets import read_label, read_rgb
+from seg_perception.learning.losses import DiceLoss, SegmentationLoss
 
 CAMVID_MODEL = shipped_model_path("camvid")
 

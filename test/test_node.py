@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import rclpy
 from builtin_interfaces.msg import Time
+from conftest import SAMPLES, NodeProcess, node_args, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
@@ -22,12 +23,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from conftest import SAMPLES, NodeProcess, node_args, wait_for
 from seg_perception.classes import CAMVID
-from seg_perception.datasets import read_label, read_rgb
 from seg_perception.image_codec import decode_compressed, encode_compressed
-from seg_perception.ros_image import rgb_to_compressed, rgb_to_image
-from seg_perception.segmenter import Segmenter
+from seg_perception.inference.segmenter import Segmenter
+from seg_perception.learning.datasets import read_label, read_rgb
+from seg_perception.ros.ros_image import rgb_to_compressed, rgb_to_image
 
 CAMERA = "/test_cam/image_raw"
 OUT = "/segmentation/"
@@ -412,7 +412,7 @@ def test_driving_model_by_name_and_by_default(model, ros_env, start_node):
     """model:=driving (and no model at all) loads the shipped 7-class model: the library's labels on Indian and
     Cambridge streets, masks from its own groups (drivable; living things and vehicles)."""
     from seg_perception.classes import DRIVING
-    from seg_perception.datasets import idd_lite
+    from seg_perception.learning.datasets import idd_lite
     params = {"qos_reliability": "reliable", "qos_depth": 5, **({"model": model} if model else {})}
     proc = start_node(node_args(params=params, remaps={"image": CAMERA}))
     probe = Probe("driving")
@@ -456,7 +456,7 @@ def test_start_up_errors_exit_non_zero_with_a_clear_message(case, ros_env, start
 
 def test_predict_command_gives_the_nodes_labels(raw_node, frames, tmp_path):
     """`seg-perception predict` is the offline twin of the node: same labels for the same frame."""
-    from seg_perception import cli
+    from seg_perception.cli import main as cli
 
     proc, probe = raw_node
     path = FRAMES[0]

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 PACKAGE_FILES = ("seg_perception", "launch", "config", "resource", "package.xml", "setup.py", "setup.cfg")
@@ -91,5 +90,5 @@ def test_colcon_build_installs_the_expected_tree(workspace):
     assert res.returncode == 1, res.stdout + res.stderr
     assert "parameter 'device' is 'tpu'" in res.stdout + res.stderr
     assert str(site) in subprocess.run(
-        [sys.executable, "-c", "import seg_perception.node as n; print(n.__file__)"],
+        [sys.executable, "-c", "import seg_perception.ros.node as n; print(n.__file__)"],
         env=run_env, capture_output=True, text=True, cwd=ws).stdout

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from .cli_common import MODEL_HELP, add_model_args, open_segmenter
-from .datasets import LAYOUTS
-from .harvest import RANK_BY
+from ..learning.datasets import LAYOUTS
+from ..learning.harvest import RANK_BY
+from .common import MODEL_HELP, add_model_args, open_segmenter
 
 DEFAULTS = {"image_topic": "/camera/image_raw", "info_topic": "/camera/camera_info",
             "label_topic": "/camera/ground_truth"}
@@ -19,7 +19,7 @@ DEFAULTS = {"image_topic": "/camera/image_raw", "info_topic": "/camera/camera_in
 
 def _classes_arg(value):
     """A built-in table name (camvid, cityscapes, driving) or a class YAML path."""
-    from .classes import class_table
+    from ..classes import class_table
     return None if value is None else class_table(value)
 
 
@@ -58,8 +58,8 @@ def add_make_bag(sub) -> None:
 
 
 def run_make_bag(args) -> int:
-    from .bags import make_bag
-    from .datasets import open_dataset
+    from ..bags import make_bag
+    from ..learning.datasets import open_dataset
     layout = args.layout or ("generic" if args.images else "camvid")
     ds = open_dataset(layout, root=args.root, split=args.split, images=args.images, labels=args.labels,
                       classes=_classes_arg(args.classes))
@@ -96,7 +96,7 @@ def add_replay(sub) -> None:
 
 
 def run_replay(args) -> int:
-    from .replay import parse_remaps, replay_bag
+    from ..ros.replay import parse_remaps, replay_bag
     stats = replay_bag(args.bag, topics=args.topics, remap=parse_remaps(args.remap), rate=args.rate,
                        start_offset=args.start_offset, loop=args.loop, reliability=args.qos, depth=args.depth,
                        wait_subscribers=args.wait_subscribers, progress=not args.no_progress)
@@ -144,20 +144,20 @@ def add_evaluate_bag(sub) -> None:
 def _image_topic(args) -> str:
     if args.image_topic:
         return args.image_topic
-    from .bags import Bag
+    from ..bags import Bag
     with Bag(args.bag) as bag:
         return bag.recorded_image_topic(DEFAULTS["image_topic"])
 
 
 def run_evaluate_bag(args) -> int:
-    from .bags import BagError
-    from .report import print_summary, write_report
+    from ..bags import BagError
+    from ..evaluation.report import print_summary, write_report
     if not args.live and (args.no_start_node or args.node_param):
         raise BagError("--no-start-node and --node-param belong to --live")
     image_topic = _image_topic(args)
     if args.live:
-        from .bag_evaluation import evaluate_live
-        from .segmenter import model_info
+        from ..evaluation.bag_evaluation import evaluate_live
+        from ..inference.segmenter import model_info
         params = list(args.node_param)
         for name in ("device", "backend"):
             if getattr(args, name) != "auto":
@@ -173,7 +173,7 @@ def run_evaluate_bag(args) -> int:
                                         progress=not args.no_progress, samples=args.samples, log_dir=args.report)
         classes = model_info(args.model).classes
     else:
-        from .bag_evaluation import evaluate_offline
+        from ..evaluation.bag_evaluation import evaluate_offline
         seg = open_segmenter(args)
         result, samples = evaluate_offline(args.bag, image_topic, args.label_topic, seg, mapping=args.mapping,
                                            progress=not args.no_progress, samples=args.samples)
@@ -220,7 +220,7 @@ def add_harvest(sub) -> None:
 def run_harvest(args) -> int:
     from pathlib import Path
 
-    from .harvest import HarvestOptions, check_output, harvest, open_sources
+    from ..learning.harvest import HarvestOptions, check_output, harvest, open_sources
     options = HarvestOptions(count=args.count, bins=args.bins, min_gap_s=args.min_gap,
                              dedup_threshold=args.dedup_threshold, rank_by=args.rank_by, stride=args.stride)
     check_output(Path(args.out))

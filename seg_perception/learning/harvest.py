@@ -27,8 +27,18 @@ import cv2
 import numpy as np
 import yaml
 
-from .bags import (IMAGE_TYPES, Bag, BagError, FrameError, cdr_stamp_ns, compressed_topic, decode_image,
-                   stamp_name, stamp_ns, typestore)
+from ..bags import (
+    IMAGE_TYPES,
+    Bag,
+    BagError,
+    FrameError,
+    cdr_stamp_ns,
+    compressed_topic,
+    decode_image,
+    stamp_name,
+    stamp_ns,
+    typestore,
+)
 from .datasets import DatasetError
 
 RANK_BY = ("combined", "confidence", "entropy", "flip")

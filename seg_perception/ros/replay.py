@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .bags import Bag, BagError, cdr_stamp_ns
+from ..bags import Bag, BagError, cdr_stamp_ns
 
 QOS_RELIABILITY = ("reliable", "best_effort")
 

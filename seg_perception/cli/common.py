@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .segmenter import BACKENDS, DEVICES, SHIPPED_MODELS, Segmenter
+from ..inference.segmenter import BACKENDS, DEVICES, SHIPPED_MODELS, Segmenter
 
 MODEL_HELP = (f"a shipped model by name ({', '.join(SHIPPED_MODELS)}) or a checkpoint (.pt) or exported .onnx; "
               "default: driving")

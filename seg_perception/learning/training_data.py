@@ -15,9 +15,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .class_mapping import MappingError, load_mapping
-from .classes import ClassTable, ClassTableError, class_table
-from .datasets import LAYOUTS, DatasetError, LabelledFolder, open_dataset, split_by_drive
+from ..class_mapping import MappingError, load_mapping
+from ..classes import ClassTable, ClassTableError, class_table
+from .datasets import (
+    LAYOUTS,
+    DatasetError,
+    LabelledFolder,
+    open_dataset,
+    split_by_drive,
+)
 
 
 @dataclass

@@ -11,7 +11,13 @@ import array
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from .image_codec import ImageFormatError, decode_compressed, decode_raw, encode_compressed, encode_raw
+from ..image_codec import (
+    ImageFormatError,
+    decode_compressed,
+    decode_raw,
+    encode_compressed,
+    encode_raw,
+)
 
 __all__ = ["ImageFormatError", "image_to_rgb", "compressed_to_rgb", "make_image", "rgb_to_image",
            "rgb_to_compressed"]

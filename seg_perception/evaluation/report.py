@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .classes import ClassTable
-from .masks import overlay
+from ..classes import ClassTable
+from ..inference.masks import overlay
 from .metrics import format_table
 from .plots import plot_confusion, plot_per_class_iou
 

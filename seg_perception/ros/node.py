@@ -33,10 +33,19 @@ import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
-                                SetParametersResult)
-from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
-                              ParameterException, ParameterUninitializedException)
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterException,
+    ParameterUninitializedException,
+)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -44,8 +53,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from .classes import ClassTable, ClassTableError
-from .masks import group_lut, group_mask, overlay
+from ..classes import ClassTable, ClassTableError
+from ..inference.masks import group_lut, group_mask, overlay
 from .ros_image import ImageFormatError, compressed_to_rgb, image_to_rgb, make_image
 
 NODE_NAME = "segmentation"
@@ -285,7 +294,10 @@ class SegmentationNode(Node):
     def start(self) -> None:
         """Load the model, validate the parameters against it and open the topics."""
         ro = self._read_only_values()
-        from .segmenter import InputError, Segmenter  # torch is imported here
+        from ..inference.segmenter import (  # torch is imported here
+            InputError,
+            Segmenter,
+        )
         self._InputError = InputError
         try:
             self.segmenter = Segmenter(ro["model"], device=ro["device"], backend=ro["backend"],

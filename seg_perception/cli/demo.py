@@ -4,7 +4,7 @@
    `sample_data/idd_lite`) into a rosbag2 (mcap)
    with `make_bag`: camera images, camera info and ground-truth labels;
 2. starts `segmentation_node` as its own process, the way launch does
-   (`python -m seg_perception.node --ros-args --params-file config/drive.yaml -r ...`);
+   (`python -m seg_perception.ros.node --ros-args --params-file config/drive.yaml -r ...`);
 3. replays the bag's images to it over DDS with the `Replayer` of `seg-perception replay`,
    and receives its `segmentation/labels` and `segmentation/overlay` outputs;
 4. writes the overlays (PNG), the label images (PNG), a side-by-side video
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import ClassTable
+from ..classes import ClassTable
 
 DEMO_NAMESPACE = "/seg_perception_demo"
 BAG_IMAGE_TOPIC = "/camera/image_raw"
@@ -52,7 +52,7 @@ class DemoError(RuntimeError):
 
 def _repo_root() -> Path:
     """The folder above the package: the repository root for a checkout or an editable install."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 #: The bundled frame sets: folder under sample_data/ and the name the demo gives them.
@@ -61,8 +61,8 @@ SAMPLE_SETS = {"camvid": ("camvid_val", "CamVid"), "idd_lite": ("idd_lite", "IDD
 
 def find_samples(name: str = "camvid"):
     """A bundled frame set (in the checkout, next to the package, or under the current folder) as a dataset."""
-    from .classes import CAMVID
-    from .datasets import open_dataset
+    from ..classes import CAMVID
+    from ..learning.datasets import open_dataset
     folder = SAMPLE_SETS[name][0]
     for base in (_repo_root(), Path.cwd()):
         root = base / "sample_data" / folder
@@ -76,7 +76,7 @@ def find_samples(name: str = "camvid"):
 
 def ground_truth_mapping(frames: ClassTable, model: ClassTable, model_name: str) -> Path | None:
     """The shipped mapping from the frames' classes to the model's (None when they are the same)."""
-    from .classes import table_name
+    from ..classes import table_name
     if frames.names == model.names:
         return None
     src, dst = table_name(frames), table_name(model)
@@ -153,8 +153,8 @@ def ros_environment(values: dict):
 
 def node_command(params_file: Path | None, image_topic: str, *, model=None, device: str = "auto",
                  extra_params=()) -> list[str]:
-    """`python -m seg_perception.node --ros-args ...` as launch would start it, in the demo namespace."""
-    from .bag_evaluation import NODE_MODULE
+    """`python -m seg_perception.ros.node --ros-args ...` as launch would start it, in the demo namespace."""
+    from ..evaluation.bag_evaluation import NODE_MODULE
     cmd = [sys.executable, "-m", NODE_MODULE, "--ros-args"]
     if params_file is not None:
         cmd += ["--params-file", str(params_file)]
@@ -171,7 +171,7 @@ def node_command(params_file: Path | None, image_topic: str, *, model=None, devi
 
 
 def _node_process_class():
-    from .bag_evaluation import NodeProcess
+    from ..evaluation.bag_evaluation import NodeProcess
 
     class DemoNodeProcess(NodeProcess):
         """bag_evaluation's node process (alive, tail, stop), started from a full command line."""
@@ -216,7 +216,7 @@ class _Outputs:
             self.cond.notify_all()
 
     def on_labels(self, msg) -> None:
-        from .bag_evaluation import _image_array
+        from ..evaluation.bag_evaluation import _image_array
 
         def decode(m):
             if m.encoding.lower() not in ("mono8", "8uc1"):
@@ -225,7 +225,7 @@ class _Outputs:
         self._add(self.labels, msg, decode)
 
     def on_overlay(self, msg) -> None:
-        from .ros_image import image_to_rgb
+        from ..ros.ros_image import image_to_rgb
         self._add(self.overlays, msg, lambda m: np.array(image_to_rgb(m), copy=True))
 
     def wait_for(self, stamp: int, timeout: float, *, overlay: bool = True, alive=None) -> bool:
@@ -262,12 +262,12 @@ def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, lab
              startup_timeout: float = 120.0, frame_timeout: float = 30.0, video_fps: float = 4.0,
              node_params=()) -> dict:
     """The demo; returns the summary it also writes to OUTPUT/summary.json."""
-    from .bag_evaluation import LabelMapper, latency_summary
-    from .bags import Bag, PairStats, make_bag, paired_frames
-    from .classes import CAMVID
-    from .datasets import open_dataset
-    from .metrics import confusion_matrix, scores
-    from .segmenter import model_info, resolve_model
+    from ..bags import Bag, PairStats, make_bag, paired_frames
+    from ..classes import CAMVID
+    from ..evaluation.bag_evaluation import LabelMapper, latency_summary
+    from ..evaluation.metrics import confusion_matrix, scores
+    from ..inference.segmenter import model_info, resolve_model
+    from ..learning.datasets import open_dataset
 
     t_start = time.monotonic()
     if images is None and labels is None:
@@ -362,7 +362,8 @@ def _run_live(bag, out: Path, frames, *, realtime: bool, model, device: str, sta
               frame_timeout: float, node_params) -> dict:
     """Steps 2 and 3: start the node, replay the bag's images to it, collect its outputs."""
     from rclpy.qos import ReliabilityPolicy
-    from .replay import Replayer, import_rclpy, init_context, qos_profile
+
+    from ..ros.replay import Replayer, import_rclpy, init_context, qos_profile
 
     env = demo_environment(out)
     image_topic = f"{DEMO_NAMESPACE}/camera/image_raw"
@@ -506,7 +507,7 @@ def _panel(rgb: np.ndarray, title: str) -> np.ndarray:
 
 def side_by_side(frames, overlays, received, classes, gt) -> list[np.ndarray]:
     """RGB frames: camera | ground truth (in the model's classes) | the node's overlay, in bag order."""
-    from .masks import colourise
+    from ..inference.masks import colourise
     lut = classes.palette_array()
     lut[classes.ignore_index] = 0
     out = []

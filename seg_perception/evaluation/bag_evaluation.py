@@ -24,14 +24,23 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .bags import (IMAGE, IMAGE_TYPES, Bag, BagError, PairStats, check_frame_topics, paired_frames,
-                   read_labels, stamp_name)
-from .class_mapping import MappingError, mapping_from_dict
-from .classes import ClassTable, ClassTableError
+from ..bags import (
+    IMAGE,
+    IMAGE_TYPES,
+    Bag,
+    BagError,
+    PairStats,
+    check_frame_topics,
+    paired_frames,
+    read_labels,
+    stamp_name,
+)
+from ..class_mapping import MappingError, mapping_from_dict
+from ..classes import ClassTable, ClassTableError
 from .metrics import confusion_matrix, scores
 
 DEFAULT_OUTPUT_TOPIC = "/segmentation/labels"
-NODE_MODULE = "seg_perception.node"
+NODE_MODULE = "seg_perception.ros.node"
 
 
 # -- label mapping ----------------------------------------------------------
@@ -161,7 +170,7 @@ def sample_indices(n: int, k: int) -> set[int]:
 
 
 def model_identity(path: str | Path, info=None, provider: str | None = None) -> dict:
-    from .segmenter import file_sha256
+    from ..inference.segmenter import file_sha256
     path = Path(path)
     out = {"path": str(path), "sha256": file_sha256(path) if path.is_file() else None}
     if info is not None:
@@ -200,7 +209,7 @@ class _Recorder:
 def evaluate_offline(bag_path, image_topic: str, label_topic: str, segmenter, *, mapping=None,
                      progress: bool = True, samples: int = 6) -> tuple[dict, list]:
     """Score the segmenter on every image/label pair of the bag; returns (report dict, sample frames)."""
-    from .evaluation import evaluate_frames
+    from .labelled_images import evaluate_frames
     classes = segmenter.classes
     with Bag(bag_path) as bag:
         img_info, lab_info = check_frame_topics(bag, image_topic, label_topic)
@@ -316,8 +325,8 @@ def evaluate_live(bag_path, image_topic: str, label_topic: str, *, model=None, c
                   rate: float = 1.0, startup_timeout: float = 120.0, drain_timeout: float = 10.0,
                   progress: bool = True, samples: int = 6, log_dir: str | Path | None = None) -> tuple[dict, list]:
     """Replay the bag's images into the segmentation node over DDS and score its outputs."""
-    from .replay import Replayer, import_rclpy, init_context, qos_profile
-    from .segmenter import model_info, resolve_model
+    from ..inference.segmenter import model_info, resolve_model
+    from ..ros.replay import Replayer, import_rclpy, init_context, qos_profile
 
     model_path = resolve_model(model)
     info = model_info(model_path)
@@ -517,7 +526,7 @@ def _attach_sample_images(bag: Bag, image_topic: str, frames: list) -> None:
     """Decode the bag images of the chosen sample frames (live mode keeps only stamps while running)."""
     if not frames:
         return
-    from .bags import cdr_stamp_ns, decode_image, typestore
+    from ..bags import cdr_stamp_ns, decode_image, typestore
     ts = typestore()
     want = {f["stamp"]: f for f in frames}
     for _, mtype, _, raw in bag.messages([image_topic]):

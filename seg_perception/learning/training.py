@@ -22,19 +22,49 @@ import numpy as np
 import torch
 import yaml
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    WeightedRandomSampler,
+)
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, ModelInfo, atomic_save, load_checkpoint, save_checkpoint
-from .classes import ClassTable
+from ..classes import ClassTable
+from ..evaluation.metrics import confusion_matrix, scores
+from ..inference.checkpoint import (
+    CheckpointError,
+    ModelInfo,
+    atomic_save,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ..inference.segmenter import resolve_model
 from .datasets import DatasetError
-from .losses import LOSSES, SegmentationLoss, class_weights_from_counts, distillation_loss
-from .metrics import confusion_matrix, scores
-from .models import FREEZE_MODES, apply_freeze, build_model, canonical_name, class_probabilities, train_outputs
-from .segmenter import resolve_model
+from .losses import (
+    LOSSES,
+    SegmentationLoss,
+    class_weights_from_counts,
+    distillation_loss,
+)
+from .models import (
+    FREEZE_MODES,
+    apply_freeze,
+    build_model,
+    canonical_name,
+    class_probabilities,
+    train_outputs,
+)
 from .training_data import DatasetSpec, load_training_frames, open_specs
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, BatchAugment, normalise, to_tensors, train_transform
-
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchAugment,
+    normalise,
+    to_tensors,
+    train_transform,
+)
 
 #: The accepted values of the TrainConfig keys that take a name; validate() and the CLI both use them.
 CHOICES = {"loss": LOSSES, "class_weights": ("none", "enet", "median"), "optimizer": ("adamw", "sgd"),

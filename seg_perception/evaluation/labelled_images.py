@@ -13,11 +13,11 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from .classes import ClassTable
-from .datasets import DatasetError
+from ..classes import ClassTable
+from ..inference.segmenter import Segmenter
+from ..learning.datasets import DatasetError
 from .metrics import confusion_matrix, format_table, scores
 from .plots import plot_confusion, plot_per_class_iou
-from .segmenter import Segmenter
 
 
 def evaluate_frames(segmenter: Segmenter, frames: Iterable[tuple[str, np.ndarray, np.ndarray]], *,

@@ -8,14 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpoint import CheckpointError
-from .cli_common import add_model_args, open_segmenter
-from .classes import ClassTableError
-from .datasets import LAYOUTS, DatasetError
-from .export import ExportMismatchError
-from .models import UnknownModelError
-from .segmenter import InputError
-from .training import CHOICES, ConfigError, TrainConfig
+from ..classes import ClassTableError
+from ..inference.checkpoint import CheckpointError
+from ..inference.export import ExportMismatchError
+from ..inference.segmenter import InputError
+from ..learning.datasets import LAYOUTS, DatasetError
+from ..learning.models import UnknownModelError
+from ..learning.training import CHOICES, ConfigError, TrainConfig
+from .common import add_model_args, open_segmenter
 
 EXPECTED_ERRORS = (CheckpointError, ClassTableError, DatasetError, UnknownModelError, ConfigError,
                    FileNotFoundError, InputError, ExportMismatchError)
@@ -79,7 +79,7 @@ def _yes_no(text: str) -> bool:
 
 
 def run_train(args) -> int:
-    from .training import Trainer
+    from ..learning.training import Trainer
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.data_root:
@@ -114,8 +114,12 @@ def add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
-    from .evaluation import dataset_frames, evaluate_frames, write_evaluation
-    from .training_data import DatasetSpec, open_spec
+    from ..evaluation.labelled_images import (
+        dataset_frames,
+        evaluate_frames,
+        write_evaluation,
+    )
+    from ..learning.training_data import DatasetSpec, open_spec
     seg = open_segmenter(args)
     layout = args.layout or ("generic" if args.images else "camvid")
     spec = DatasetSpec(name=layout, layout=layout, root=args.root, split=args.split, images=args.images,
@@ -150,8 +154,8 @@ def run_predict(args) -> int:
     import cv2
     from tqdm import tqdm
 
-    from .datasets import IMAGE_SUFFIXES, read_rgb
-    from .masks import overlay
+    from ..inference.masks import overlay
+    from ..learning.datasets import IMAGE_SUFFIXES, read_rgb
 
     src = Path(args.input)
     if src.is_dir():
@@ -201,8 +205,8 @@ def add_export(sub) -> None:
 
 
 def run_export(args) -> int:
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .export import export_onnx
+    from ..inference.checkpoint import load_checkpoint, save_checkpoint
+    from ..inference.export import export_onnx
     ckpt = args.checkpoint
     if args.half_weights:
         model, info = load_checkpoint(ckpt)
@@ -222,7 +226,7 @@ COMMANDS = {
     "predict": (add_predict, run_predict),
     "export": (add_export, run_export),
 }
-from .cli_bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702  make-bag, replay, evaluate-bag, harvest
+from .bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702  make-bag, replay, evaluate-bag, harvest
 from .demo import DEMO_COMMANDS; COMMANDS.update(DEMO_COMMANDS)  # noqa: E402,E702  demo
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..learning.models import class_probabilities
 from .checkpoint import CheckpointError, ModelInfo, info_from_dict, load_checkpoint
-from .models import class_probabilities
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 DEVICES = ("auto", "cpu", "cuda")
@@ -251,7 +251,7 @@ DEFAULT_MODEL = "driving"  # serves planners best: see docs/model_driving.md
 
 
 def shipped_model_path(name: str) -> Path:
-    return Path(__file__).resolve().parent / "models" / SHIPPED_MODELS[name]
+    return Path(__file__).resolve().parents[1] / "models" / SHIPPED_MODELS[name]
 
 
 def default_model_path() -> Path:

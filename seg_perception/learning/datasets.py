@@ -14,7 +14,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .classes import CAMVID, CITYSCAPES, CITYSCAPES_LABEL_TO_TRAIN, DRIVING, ClassTable, class_table
+from ..classes import (
+    CAMVID,
+    CITYSCAPES,
+    CITYSCAPES_LABEL_TO_TRAIN,
+    DRIVING,
+    ClassTable,
+    class_table,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LAYOUTS = ("camvid", "cityscapes", "idd_lite", "generic")

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .classes import ClassTable, ClassTableError
-from .models import UnknownModelError, build_model
+from ..classes import ClassTable, ClassTableError
+from ..learning.models import UnknownModelError, build_model
 
 FORMAT = "seg_perception.checkpoint/1"
 REQUIRED = ("format", "arch", "arch_kwargs", "classes", "normalisation", "input_size", "state_dict")

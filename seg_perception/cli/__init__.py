@@ -1,0 +1,1 @@
+"""The `seg-perception` command: one subcommand per job (train, evaluate, export, demo, bags...)."""

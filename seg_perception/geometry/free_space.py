@@ -1,0 +1,126 @@
+"""Per-frame planner outputs from a label image and a GroundProjection: only gathers and one scan per column.
+
+The free-space boundary of a column is the first pixel, scanning up from the bottom row
+through the pixels that see ground within max_range, whose class is not drivable. Its
+ground point is where that object stands on the road: projecting it (and only it) puts
+an obstacle where it is; projecting every obstacle pixel would smear a car far down the
+road, since its upper pixels are not on the ground.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ground_projection import GroundProjection
+
+#: OccupancyGrid values.
+FREE, LETHAL, UNKNOWN = 0, 100, -1
+#: Boundary row of a column that stays drivable out to max_range.
+NO_BOUNDARY = -1
+
+
+@dataclass
+class Boundary:
+    """The free-space boundary of one frame, one entry per image column."""
+
+    rows: np.ndarray       # (W,) boundary row, NO_BOUNDARY where the column is drivable out to max_range
+    hit: np.ndarray        # (W,) bool: the column has a boundary
+    labels: np.ndarray     # (W,) class id at the boundary (0 where no hit)
+    xy: np.ndarray         # (W, 2) ground point of the boundary (NaN where no hit)
+    range: np.ndarray      # (W,) its distance from base_frame's origin (inf where no hit, NaN: no ground)
+
+
+def find_boundary(proj: GroundProjection, labels: np.ndarray, drivable: np.ndarray) -> Boundary:
+    """The boundary of `labels` (H, W uint8) given `drivable` (H, W: nonzero on drivable classes)."""
+    top = proj.top_row
+    H, W = proj.shape
+    blocked = (drivable[top:] == 0) & proj.valid[top:]
+    rev = blocked[::-1]
+    first = rev.argmax(axis=0)
+    cols = np.arange(W)
+    hit = rev[first, cols]
+    rows = np.where(hit, H - 1 - first, NO_BOUNDARY)
+    r = np.where(hit, rows, 0)
+    xy = np.where(hit[:, None], proj.edge_xy[r, cols], np.nan)
+    has_ground = ~np.isnan(proj.column_far_bearing)
+    rng = np.where(hit, proj.edge_range[r, cols], np.where(has_ground, np.inf, np.nan))
+    return Boundary(rows=rows, hit=hit, labels=np.where(hit, labels[r, cols], 0), xy=xy, range=rng)
+
+
+def scan_ranges(proj: GroundProjection, boundary: Boundary) -> np.ndarray:
+    """LaserScan ranges (float32, proj.scan_beams): the nearest boundary in each beam.
+
+    +inf where the beam's columns stay drivable out to max_range. A lone beam or two that no
+    column falls in (columns spread wider than beams at the edges of a wide-angle lens) take
+    the nearer of their neighbours; other beams without a column stay NaN (no information:
+    outside the view, or hidden by the camera's offset from base_frame's origin).
+    """
+    cols = np.arange(proj.shape[1])
+    bearing = np.where(boundary.hit, proj.edge_bearing[np.where(boundary.hit, boundary.rows, 0), cols],
+                       proj.column_far_bearing)
+    ok = ~np.isnan(bearing) & ~np.isnan(boundary.range)
+    beam = np.rint((bearing[ok] - proj.scan_angle_min) / proj.scan_increment).astype(np.intp)
+    np.clip(beam, 0, proj.scan_beams - 1, out=beam)
+    ranges = np.full(proj.scan_beams, np.nan, np.float32)
+    np.fmin.at(ranges, beam, boundary.range[ok].astype(np.float32))
+    return _fill_gaps(ranges)
+
+
+def _fill_gaps(ranges: np.ndarray, longest: int = 2) -> np.ndarray:
+    """Runs of at most `longest` NaN beams between measured ones take the smaller neighbour."""
+    known = ~np.isnan(ranges)
+    if known.all() or not known.any():
+        return ranges
+    idx = np.arange(len(ranges))
+    left = np.maximum.accumulate(np.where(known, idx, -1))
+    right = np.minimum.accumulate(np.where(known, idx, len(ranges))[::-1])[::-1]
+    gap = ~known & (left >= 0) & (right < len(ranges)) & (right - left - 1 <= longest)
+    ranges[gap] = np.minimum(ranges[left[gap]], ranges[right[gap]])
+    return ranges
+
+
+def obstacle_points(boundary: Boundary, obstacle_lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ground points (N, 2) and classes (N,) of the boundary columns whose class is an obstacle."""
+    sel = boundary.hit & (obstacle_lut[boundary.labels] > 0)
+    return boundary.xy[sel], boundary.labels[sel]
+
+
+def occupancy(proj: GroundProjection, boundary: Boundary, obstacle_lut: np.ndarray,
+              boundary_cost: int) -> np.ndarray:
+    """OccupancyGrid data (int8, row-major): FREE below the boundary, LETHAL at obstacle contact
+    points, `boundary_cost` at other boundary points (kerb, wall...), UNKNOWN elsewhere."""
+    grid = np.full(proj.grid.width * proj.grid.height, UNKNOWN, np.int8)
+    free = proj.cell_v > boundary.rows[proj.cell_u]
+    grid[proj.cell_index[free]] = FREE
+    cells = proj.grid.cell_index(boundary.xy[boundary.hit])
+    obstacle = obstacle_lut[boundary.labels[boundary.hit]] > 0
+    inside = cells >= 0
+    if boundary_cost >= 0:
+        grid[cells[inside & ~obstacle]] = boundary_cost
+    grid[cells[inside & obstacle]] = LETHAL
+    return grid
+
+
+class OrganizedCloud:
+    """The organized ground cloud's buffer (x, y, z float32, label, confidence uint8; 16 bytes a point).
+
+    x, y, z are written once per geometry; a frame writes only label and confidence.
+    """
+
+    DTYPE = np.dtype({"names": ["x", "y", "z", "label", "confidence"],
+                      "formats": ["<f4", "<f4", "<f4", "u1", "u1"],
+                      "offsets": [0, 4, 8, 12, 13], "itemsize": 16})
+
+    def __init__(self, proj: GroundProjection) -> None:
+        xyz = proj.points_xyz
+        self.stride = proj.stride
+        self.height, self.width = xyz.shape[:2]
+        self.buffer = np.zeros((self.height, self.width), self.DTYPE)
+        self.buffer["x"], self.buffer["y"], self.buffer["z"] = xyz[..., 0], xyz[..., 1], xyz[..., 2]
+
+    def fill(self, labels: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
+        s = self.stride
+        self.buffer["label"] = labels[::s, ::s]
+        self.buffer["confidence"] = confidence[::s, ::s] if confidence is not None else 0
+        return self.buffer

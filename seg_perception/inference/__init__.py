@@ -1,0 +1,1 @@
+"""Running a trained model on frames: checkpoints, the Segmenter (PyTorch or ONNX Runtime), export, masks."""

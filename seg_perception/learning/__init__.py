@@ -1,0 +1,1 @@
+"""Making models: datasets, augmentation, model builders, losses, the trainer and frame harvesting."""

@@ -1,0 +1,252 @@
+"""The ground-plane geometry against a scene whose truth is known (ROS-free).
+
+A camera at a known pose over flat ground, upright boxes at known places, the label
+image rendered by forward projection (synthetic_scene.py); the grid, the scan and the
+obstacle points must put every box where it is, for several poses and lenses.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from synthetic_scene import CAR, ROAD, WALL, Box, first_hit_range, render
+
+from seg_perception.geometry import free_space as fs
+from seg_perception.geometry.camera_model import CameraModel, CameraModelError
+from seg_perception.geometry.camera_pose import CameraPose, CameraPoseError, rotation_from_rpy
+from seg_perception.geometry.ground_projection import GridSpec, GroundProjection, GroundProjectionError
+from seg_perception.inference.masks import group_lut
+
+W, H = 640, 480
+K = [500.0, 0, 320.0, 0, 500.0, 240.0, 0, 0, 1]
+GRID = GridSpec(resolution=0.1, x_range=(0.0, 40.0), y_range=(-15.0, 15.0))
+BOXES = [Box(8.0, 10.0, -1.0, 1.0), Box(7.0, 8.0, 1.2, 2.5), Box(9.0, 10.0, -4.0, -2.0, label=WALL)]
+OBSTACLE_LUT = group_lut([CAR])
+LENSES = {
+    "pinhole": ("plumb_bob", []),
+    "plumb_bob": ("plumb_bob", [-0.28, 0.09, 0.001, -0.0008, -0.01]),
+    "rational_polynomial": ("rational_polynomial", [0.2, -0.05, 0.0005, 0.0, 0.0, 0.25, -0.02, 0.0]),
+    "equidistant": ("equidistant", [0.05, -0.01, 0.002, 0.0]),
+}
+# (position xyz, rpy) of the camera body in base_frame
+POSES = {
+    "level": ([1.5, 0.0, 1.4], [0.0, 0.05, 0.0]),
+    "pitched_rolled_yawed": ([1.2, 0.3, 1.6], [0.03, 0.12, 0.06]),
+    "low_yawed_right": ([2.0, -0.2, 1.0], [-0.02, 0.03, -0.03]),
+    "high": ([0.5, 0.0, 2.4], [0.0, 0.2, 0.0]),
+}
+
+
+def _footprint_distance(xy: np.ndarray, box: Box) -> np.ndarray:
+    """Distance of points (N, 2) from the box's footprint rectangle (0 inside)."""
+    dx = np.maximum(np.maximum(box.x0 - xy[:, 0], xy[:, 0] - box.x1), 0)
+    dy = np.maximum(np.maximum(box.y0 - xy[:, 1], xy[:, 1] - box.y1), 0)
+    return np.hypot(dx, dy)
+
+
+def _scene(lens: str, pose_name: str):
+    model, d = LENSES[lens]
+    camera = CameraModel.from_camera_info(width=W, height=H, k=K, d=d, distortion_model=model)
+    pose = CameraPose.from_position_rpy(*POSES[pose_name])
+    labels = render(camera, pose, BOXES)
+    proj = GroundProjection(camera, pose, max_range=30.0, grid=GRID)
+    boundary = fs.find_boundary(proj, labels, group_lut([ROAD])[labels])
+    return camera, pose, labels, proj, boundary
+
+
+@pytest.mark.parametrize("lens,pose_name", [("pinhole", "level"), ("plumb_bob", "pitched_rolled_yawed"),
+                                            ("rational_polynomial", "low_yawed_right"),
+                                            ("equidistant", "high"), ("pinhole", "pitched_rolled_yawed")])
+def test_grid_scan_and_obstacles_put_every_box_where_it_is(lens, pose_name):
+    camera, pose, labels, proj, boundary = _scene(lens, pose_name)
+    cell = GRID.resolution
+
+    # Grid: lethal cells lie on the cars, boundary-cost cells on the wall, within one cell.
+    grid = fs.occupancy(proj, boundary, OBSTACLE_LUT, boundary_cost=60)
+    centres = GRID.cell_centres()
+    lethal = centres[grid == fs.LETHAL]
+    walls = centres[grid == 60]
+    cars = [b for b in BOXES if b.label == CAR]
+    assert len(lethal) > 20 and len(walls) > 5
+    car_distance = np.min([_footprint_distance(lethal, b) for b in cars], axis=0)
+    near_car = car_distance <= cell * math.sqrt(2)
+    assert near_car.mean() >= 0.75, lethal[~near_car]
+    # The rest come from columns at a box's silhouette that see only its top, whose ground point
+    # lies behind the box (the first-blocked-pixel rule): never in front of an obstacle, where
+    # they would cut free road short.
+    _assert_behind_first_box(lethal[car_distance > 2 * cell], pose.t[:2])
+    wall_distance = _footprint_distance(walls, BOXES[2])
+    assert (wall_distance <= cell * math.sqrt(2)).mean() >= 0.75
+    _assert_behind_first_box(walls[wall_distance > 2 * cell], pose.t[:2])
+    for box in cars:
+        # Each car's near face (x = x0) is marked along its visible width, within one cell.
+        on_face = lethal[(np.abs(lethal[:, 0] - box.x0) <= 1.5 * cell) & (lethal[:, 1] >= box.y0)
+                         & (lethal[:, 1] <= box.y1)]
+        covered = np.unique(np.floor(on_face[:, 1] / cell))
+        assert len(covered) >= 0.8 * (box.y1 - box.y0) / cell, (box, len(covered))
+    # Free cells: seen road, never inside a box, and the road just in front of the car ahead is free.
+    free = centres[grid == fs.FREE]
+    for b in BOXES:
+        assert (_footprint_distance(free, b) > 0).all()
+    ahead = GRID.cell_index(np.array([[BOXES[0].x0 - 1.0, 0.05]]))[0]
+    assert grid[ahead] == fs.FREE
+    # Behind the car ahead (occluded) is unknown, not free.
+    behind = GRID.cell_index(np.array([[BOXES[0].x1 + 1.0, 0.05]]))[0]
+    assert grid[behind] == fs.UNKNOWN
+
+    # Scan: beams pointing well inside a box's angular span measure it within 2 %.
+    ranges = fs.scan_ranges(proj, boundary)
+    bearings = proj.scan_angle_min + proj.scan_increment * np.arange(proj.scan_beams)
+    checked = 0
+    for b in BOXES:
+        corners = np.array([[b.x0, b.y0], [b.x0, b.y1], [b.x1, b.y0], [b.x1, b.y1]])
+        ang = np.arctan2(corners[:, 1], corners[:, 0])
+        lo, hi = ang.min(), ang.max()
+        inner = (bearings > lo + 0.1 * (hi - lo)) & (bearings < hi - 0.1 * (hi - lo))
+        for i in np.flatnonzero(inner):
+            truth = first_hit_range(bearings[i], BOXES)
+            assert abs(ranges[i] - truth) <= 0.02 * truth, (b, bearings[i], ranges[i], truth)
+            checked += 1
+    assert checked > 30
+    # Beams clear of every box see road out to max_range: +inf (Nav2's inf_is_valid clears them).
+    spans = [np.arctan2(np.array([b.y0, b.y1, b.y0, b.y1]), np.array([b.x0, b.x0, b.x1, b.x1])) for b in BOXES]
+    clear = np.ones(proj.scan_beams, bool)
+    for s in spans:
+        clear &= (bearings < s.min() - 0.05) | (bearings > s.max() + 0.05)
+    assert np.isinf(ranges[clear & ~np.isnan(ranges)]).mean() > 0.9
+    # Every finite range is a box: on one, or beyond them (silhouette columns).
+    finite = np.isfinite(ranges)
+    points = np.column_stack([ranges[finite] * np.cos(bearings[finite]), ranges[finite] * np.sin(bearings[finite])])
+    distance = np.min([_footprint_distance(points, b) for b in BOXES], axis=0)
+    _assert_behind_first_box(points[distance > 2 * cell], pose.t[:2])
+
+    # Obstacle points: the boundary points on cars, on the cars.
+    xy, classes = fs.obstacle_points(boundary, OBSTACLE_LUT)
+    assert len(xy) > 20 and set(classes.tolist()) == {CAR}
+    distance = np.min([_footprint_distance(xy, b) for b in cars], axis=0)
+    assert (distance <= cell).mean() >= 0.75
+    _assert_behind_first_box(xy[distance > 2 * GRID.resolution], pose.t[:2])
+
+
+def _assert_behind_first_box(points: np.ndarray, camera_xy) -> None:
+    """Points that are not on a box come from columns at a box's silhouette that see only its
+    top (the first-blocked-pixel rule): they lie beyond the boxes, never nearer to the camera
+    than the nearest box, where they would cut free road short."""
+    corners = np.array([[x, y] for b in BOXES for x in np.linspace(b.x0, b.x1, 11) for y in np.linspace(b.y0, b.y1, 11)])
+    nearest = np.hypot(*(corners - camera_xy).T).min()
+    distances = np.hypot(points[:, 0] - camera_xy[0], points[:, 1] - camera_xy[1])
+    assert (distances >= nearest - GRID.resolution).all(), points[distances < nearest - GRID.resolution]
+
+
+def test_ground_points_of_pixels_match_forward_projection():
+    """Unprojecting a pixel and projecting its ground point back lands on the same pixel."""
+    for lens in LENSES:
+        model, d = LENSES[lens]
+        camera = CameraModel.from_camera_info(width=W, height=H, k=K, d=d, distortion_model=model)
+        pose = CameraPose.from_position_rpy(*POSES["pitched_rolled_yawed"])
+        proj = GroundProjection(camera, pose, max_range=30.0, grid=GRID)
+        vs, us = np.nonzero(proj.valid)
+        pick = np.linspace(0, len(vs) - 1, 500).astype(int)
+        ground = np.column_stack([proj.xy[vs[pick], us[pick]], np.zeros(len(pick))]).astype(np.float64)
+        px = camera.project((ground - pose.t) @ pose.R)
+        err = np.hypot(px[:, 0] - us[pick], px[:, 1] - vs[pick])
+        assert err.max() < 0.01, (lens, err.max())
+
+
+def test_range_error_per_row_follows_the_square_law():
+    camera = CameraModel.from_camera_info(width=W, height=H, k=K)
+    pose = CameraPose.from_position_rpy([0.0, 0.0, 1.5], [0.0, 0.0, 0.0])
+    proj = GroundProjection(camera, pose, max_range=40.0, grid=GRID)
+    # Straight ahead, level camera: row v sees the ground at X = f h / (v - cy).
+    col = 320
+    xs = proj.xy[:, col, 0].astype(np.float64)
+    for X in (10.0, 20.0):
+        v = int(np.nanargmin(np.abs(xs - X)))
+        measured = xs[v - 1] - xs[v]
+        assert measured == pytest.approx(proj.range_error_per_row(xs[v]), rel=0.12)
+
+
+def test_camera_pose_conventions():
+    # Positive pitch looks down: the optical axis (z) has a negative z component in base_frame.
+    pose = CameraPose.from_position_rpy([0, 0, 1.0], [0, 0.3, 0])
+    axis = pose.R @ np.array([0, 0, 1.0])
+    assert axis[2] == pytest.approx(-math.sin(0.3)) and axis[0] == pytest.approx(math.cos(0.3))
+    # Optical x is right (base -y) and y is down for a level camera.
+    level = CameraPose.from_position_rpy([0, 0, 1.0], [0, 0, 0])
+    np.testing.assert_allclose(level.R @ [1, 0, 0], [0, -1, 0], atol=1e-12)
+    np.testing.assert_allclose(level.R @ [0, 1, 0], [0, 0, -1], atol=1e-12)
+    # Positive yaw turns the camera to the left (+y).
+    left = CameraPose.from_position_rpy([0, 0, 1.0], [0, 0, 0.5])
+    assert (left.R @ [0, 0, 1.0])[1] > 0
+    # Fixed-axis rpy: R = Rz(yaw) Ry(pitch) Rx(roll).
+    def axis_rotation(axis, a):
+        c, s = math.cos(a), math.sin(a)
+        return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+                "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+    np.testing.assert_allclose(rotation_from_rpy(0.1, 0.2, 0.3),
+                               axis_rotation("z", 0.3) @ axis_rotation("y", 0.2) @ axis_rotation("x", 0.1), atol=1e-12)
+    # A TF transform base <- optical of a level camera: quaternion of the optical axes (x right, y down,
+    # z forward) in base_frame is (-0.5, 0.5, -0.5, 0.5).
+    tf = CameraPose.from_transform([0, 0, 1.0], [-0.5, 0.5, -0.5, 0.5])
+    np.testing.assert_allclose(tf.R, level.R, atol=1e-12)
+
+
+@pytest.mark.parametrize("position,rpy,match", [
+    ([1.0, 0.0, -0.5], [0, 0.1, 0], "under the\\s+ground|at or under"),
+    ([1.0, 0.0, 0.0], [0, 0.1, 0], "at or under"),
+    ([1.0, 0.0, float("nan")], [0, 0.1, 0], "NaN"),
+    ([1.0, 0.0], [0, 0.1, 0], "3 numbers"),
+])
+def test_bad_extrinsics_are_named(position, rpy, match):
+    with pytest.raises(CameraPoseError, match=match):
+        CameraPose.from_position_rpy(position, rpy)
+
+
+def test_a_camera_pitched_up_sees_no_ground():
+    camera = CameraModel.from_camera_info(width=W, height=H, k=K)
+    pose = CameraPose.from_position_rpy([0, 0, 1.5], [0, -0.8, 0])
+    with pytest.raises(GroundProjectionError, match="above the horizon"):
+        GroundProjection(camera, pose, max_range=30.0, grid=GRID)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(k=[0.0] * 9), "focal lengths"),
+    (dict(k=[500, 0, 320, 0, float("nan"), 240, 0, 0, 1]), "NaN"),
+    (dict(k=[500, 0, 320, 0, 500, 240]), "9"),
+    (dict(d=[0.1, 0.0, 0.0, 0.0, 0.0], distortion_model="kannala_brandt"), "not supported"),
+    (dict(d=[0.1, 0.0, 0.0], distortion_model="plumb_bob"), "takes 5"),
+    (dict(roi=(600, 0, 200, 100)), "ROI"),
+    (dict(width=0), "not positive"),
+])
+def test_bad_camera_info_is_named(kwargs, match):
+    args = dict(width=W, height=H, k=K)
+    args.update(kwargs)
+    with pytest.raises(CameraModelError, match=match):
+        CameraModel.from_camera_info(**args)
+
+
+def test_camera_info_scaling_with_binning_and_roi():
+    full = dict(width=1280, height=960, k=[1000.0, 0, 640.0, 0, 1000.0, 480.0, 0, 0, 1],
+                d=[-0.2, 0.05, 0, 0, 0], distortion_model="plumb_bob")
+    # ROI then 2x binning: the published image is 320x240 (image_geometry's rule).
+    cam = CameraModel.from_camera_info(**full, binning_x=2, binning_y=2, roi=(320, 240, 640, 480))
+    assert (cam.width, cam.height) == (320, 240)
+    np.testing.assert_allclose(cam.K, [[500, 0, 160], [0, 500, 120], [0, 0, 1]])
+    cam.check_image_size(320, 240)
+    with pytest.raises(CameraModelError, match="640x480"):
+        cam.check_image_size(640, 480)
+    # The same sensor point is seen at corresponding pixels in the full and the binned image.
+    fullcam = CameraModel.from_camera_info(**full)
+    ray = fullcam.undistort(np.array([[900.0, 700.0]]))
+    ray2 = cam.undistort(np.array([[(900.0 - 320) / 2, (700.0 - 240) / 2]]))
+    np.testing.assert_allclose(ray, ray2, atol=1e-9)
+    # Resized for the network (pixel centres onto pixel centres) and back.
+    small = cam.scaled(160, 120)
+    assert (small.width, small.height) == (160, 120)
+    np.testing.assert_allclose(small.K[0], [250, 0, (160 + 0.5) * 0.5 - 0.5])
+    np.testing.assert_allclose(small.undistort(np.array([[79.5, 59.5]])), cam.undistort(np.array([[159.5, 119.5]])),
+                               atol=1e-9)
+    assert small.scaled(320, 240).K == pytest.approx(cam.K)
+    # P follows K.
+    np.testing.assert_allclose(small.P[:, :3], small.K)
