@@ -81,14 +81,15 @@ def module_ros_env(tmp_path_factory):
 
 
 class NodeProcess:
-    """segmentation_node started the way launch_ros starts it: `python -m ... --ros-args ...`."""
+    """A node of the package (segmentation_node unless `module` says otherwise) started the way
+    launch_ros starts it: `python -m ... --ros-args ...`."""
 
-    def __init__(self, ros_args: list[str], log_path: Path) -> None:
+    def __init__(self, ros_args: list[str], log_path: Path, *, module: str = "seg_perception.ros.node") -> None:
         self.log_path = log_path
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         self._log = open(log_path, "wb")
-        self.cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args", *ros_args]
+        self.cmd = [sys.executable, "-m", module, "--ros-args", *ros_args]
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
 
@@ -136,8 +137,8 @@ def start_node(tmp_path):
     """Factory for node processes; whatever is still running at the end is stopped."""
     procs: list[NodeProcess] = []
 
-    def start(ros_args: list[str], name: str = "node") -> NodeProcess:
-        proc = NodeProcess(ros_args, tmp_path / f"{name}{len(procs)}.log")
+    def start(ros_args: list[str], name: str = "node", **kwargs) -> NodeProcess:
+        proc = NodeProcess(ros_args, tmp_path / f"{name}{len(procs)}.log", **kwargs)
         procs.append(proc)
         return proc
 

@@ -14,8 +14,16 @@ from synthetic_scene import CAR, ROAD, WALL, Box, first_hit_range, render
 
 from seg_perception.geometry import free_space as fs
 from seg_perception.geometry.camera_model import CameraModel, CameraModelError
-from seg_perception.geometry.camera_pose import CameraPose, CameraPoseError, rotation_from_rpy
-from seg_perception.geometry.ground_projection import GridSpec, GroundProjection, GroundProjectionError
+from seg_perception.geometry.camera_pose import (
+    CameraPose,
+    CameraPoseError,
+    rotation_from_rpy,
+)
+from seg_perception.geometry.ground_projection import (
+    GridSpec,
+    GroundProjection,
+    GroundProjectionError,
+)
 from seg_perception.inference.masks import group_lut
 
 W, H = 640, 480

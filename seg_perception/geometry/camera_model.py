@@ -53,7 +53,7 @@ class CameraModel:
         K = K.reshape(3, 3)
         if not np.all(np.isfinite(K)):
             raise CameraModelError("K contains NaN or infinite values")
-        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        fx, fy = K[0, 0], K[1, 1]
         if not (fx > 0 and fy > 0):
             raise CameraModelError(f"K has focal lengths fx={fx:g}, fy={fy:g}; both must be positive "
                                    "(an all-zero K means the camera is uncalibrated)")

@@ -5,15 +5,22 @@ Topics (relative, so namespaces and remappings apply):
 
   in   image                       sensor_msgs/Image            (input_transport: raw)
   in   image/compressed            sensor_msgs/CompressedImage  (input_transport: compressed)
+  in   camera_info                 sensor_msgs/CameraInfo       (for the geometric outputs)
   out  segmentation/labels         mono8, class id per pixel
   out  segmentation/drivable_mask  mono8, 255 on drivable classes, else 0
   out  segmentation/obstacle_mask  mono8, 255 on obstacle classes, else 0
   out  segmentation/confidence     mono8, top-class probability * 255
   out  segmentation/overlay        rgb8, class colours blended over the frame
-                                   (computed only while someone subscribes)
+  out  segmentation/camera_info    CameraInfo of the label images (their size; K, P scaled)
+  out  segmentation/points         PointCloud2, organized like the labels: ground point per pixel
+  out  segmentation/scan           LaserScan in base_frame: the free-space boundary
+  out  segmentation/obstacles      PointCloud2: contact points of obstacle classes
+  out  segmentation/grid           OccupancyGrid in base_frame: one frame's free space
   out  /diagnostics                diagnostic_msgs/DiagnosticArray
 
-Every output carries the input's header unchanged. The newest frame wins: the
+Image outputs carry the input's header unchanged; the geometric ones its stamp
+in base_frame (ros/geometry_outputs.py). Outputs without subscribers (the
+overlay and the geometric ones) are not computed. The newest frame wins: the
 subscription callback only stores the latest message, and a worker thread
 segments it; frames replaced before the worker got to them count as dropped,
 frames that cannot be decoded or segmented count as skipped (and are logged).
@@ -55,6 +62,12 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from ..classes import ClassTable, ClassTableError
 from ..inference.masks import group_lut, group_mask, overlay
+from .geometry_outputs import (
+    GEOMETRY_PARAMETERS,
+    GeometryOutputs,
+    GeometrySettings,
+    build_geometry_settings,
+)
 from .ros_image import ImageFormatError, compressed_to_rgb, image_to_rgb, make_image
 
 NODE_NAME = "segmentation"
@@ -131,6 +144,7 @@ PARAMETERS: dict[str, tuple[int, object, dict]] = {
     "diagnostics_period": (_D, 1.0, dict(read_only=True, float_range=(0.0, 3600.0), description=(
         "Seconds between /diagnostics messages; 0 = off"))),
 }
+PARAMETERS.update(GEOMETRY_PARAMETERS)
 RUNTIME_PARAMETERS = tuple(k for k, v in PARAMETERS.items() if not v[2].get("read_only"))
 
 
@@ -148,6 +162,7 @@ class Settings:
     publish_confidence: bool
     publish_overlay: bool
     flip_tta: bool
+    geometry: GeometrySettings
 
 
 def build_settings(values: dict, classes: ClassTable) -> Settings:
@@ -184,7 +199,8 @@ def build_settings(values: dict, classes: ClassTable) -> Settings:
                     obstacle_ids=groups["obstacle"], drivable_lut=group_lut(groups["drivable"]),
                     obstacle_lut=group_lut(groups["obstacle"]), palette_lut=table.palette_array(),
                     publish_confidence=bool(values["publish_confidence"]),
-                    publish_overlay=bool(values["publish_overlay"]), flip_tta=bool(values["flip_tta"]))
+                    publish_overlay=bool(values["publish_overlay"]), flip_tta=bool(values["flip_tta"]),
+                    geometry=build_geometry_settings(values))
 
 
 class _Stats:
@@ -324,6 +340,7 @@ class SegmentationNode(Node):
         self.pub_confidence = self.create_publisher(Image, "segmentation/confidence", out_qos)
         self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", out_qos)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.geometry = GeometryOutputs(self, out_qos=out_qos, info_qos=qos(ro["qos_reliability"], 10))
 
         in_qos = qos(ro["qos_reliability"], ro["qos_depth"])
         self.compressed = ro["input_transport"] == "compressed"
@@ -411,8 +428,9 @@ class SegmentationNode(Node):
             return
         header = msg.header
         labels = seg.labels
+        drivable = group_mask(labels, s.drivable_lut)
         self.pub_labels.publish(make_image(labels, "mono8", header))
-        self.pub_drivable.publish(make_image(group_mask(labels, s.drivable_lut), "mono8", header))
+        self.pub_drivable.publish(make_image(drivable, "mono8", header))
         self.pub_obstacle.publish(make_image(group_mask(labels, s.obstacle_lut), "mono8", header))
         if s.publish_confidence:
             self.pub_confidence.publish(make_image(seg.confidence, "mono8", header))
@@ -424,6 +442,8 @@ class SegmentationNode(Node):
             self.pub_overlay.publish(make_image(overlay(base, labels, s.palette_lut, s.overlay_alpha),
                                                 "rgb8", header))
             made_overlay = True
+        self.geometry.process(header, labels, seg.confidence, drivable, s.obstacle_lut, (rgb.shape[1], rgb.shape[0]),
+                              s.geometry)
         done = time.monotonic()
         with self.stats.lock:
             self.stats.processed += 1
@@ -475,7 +495,7 @@ class SegmentationNode(Node):
             ("input_topic", self.sub.topic_name),
             ("model", str(self.segmenter.model_path)),
         )]
-        msg = DiagnosticArray(status=[status])
+        msg = DiagnosticArray(status=[status, self.geometry.diagnostic_status(self.settings.geometry)])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(msg)
 

@@ -1,0 +1,78 @@
+"""ROS messages of the planner-facing outputs, built from the geometry core's arrays."""
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from geometry_msgs.msg import Pose
+from nav_msgs.msg import MapMetaData, OccupancyGrid
+from sensor_msgs.msg import CameraInfo, LaserScan, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from ..geometry.camera_model import CameraModel
+from ..geometry.free_space import OrganizedCloud
+from ..geometry.ground_projection import GridSpec, GroundProjection
+
+#: PointCloud2 fields of both clouds (16 bytes a point, little-endian), as OrganizedCloud lays them out.
+CLOUD_FIELDS = [
+    PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+    PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+    PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+    PointField(name="label", offset=12, datatype=PointField.UINT8, count=1),
+    PointField(name="confidence", offset=13, datatype=PointField.UINT8, count=1),
+]
+
+
+def _bytes(buf: np.ndarray) -> array.array:
+    out = array.array("B")
+    out.frombytes(np.ascontiguousarray(buf).reshape(-1).view(np.uint8).data)
+    return out
+
+
+def camera_info(camera: CameraModel, header: Header) -> CameraInfo:
+    """The CameraInfo of the published label images: their size, K and P scaled, ROI and binning folded in."""
+    return CameraInfo(header=header, width=camera.width, height=camera.height,
+                      distortion_model=camera.distortion_model, d=[float(v) for v in camera.D],
+                      k=[float(v) for v in camera.K.reshape(-1)], r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
+                      p=[float(v) for v in camera.P.reshape(-1)])
+
+
+def cloud(points: np.ndarray, header: Header, *, organized: bool) -> PointCloud2:
+    """A PointCloud2 of OrganizedCloud.DTYPE points: (rows, cols) organized, or (N,) unorganized."""
+    height, width = points.shape if organized else (1, points.shape[0])
+    return PointCloud2(header=header, height=height, width=width, fields=CLOUD_FIELDS, is_bigendian=False,
+                       point_step=OrganizedCloud.DTYPE.itemsize, row_step=OrganizedCloud.DTYPE.itemsize * width,
+                       data=_bytes(points), is_dense=not organized)
+
+
+def obstacle_cloud(xy: np.ndarray, labels: np.ndarray, confidence: np.ndarray, z: float,
+                   header: Header) -> PointCloud2:
+    points = np.zeros(len(xy), OrganizedCloud.DTYPE)
+    points["x"], points["y"], points["z"] = xy[:, 0], xy[:, 1], z
+    points["label"], points["confidence"] = labels, confidence
+    return cloud(points, header, organized=False)
+
+
+def scan(ranges: np.ndarray, proj: GroundProjection, header: Header, scan_time: float = 0.0) -> LaserScan:
+    return LaserScan(header=header, angle_min=float(proj.scan_angle_min),
+                     angle_max=float(proj.scan_angle_min + proj.scan_increment * (proj.scan_beams - 1)),
+                     angle_increment=float(proj.scan_increment), time_increment=0.0, scan_time=float(scan_time),
+                     range_min=float(max(proj.range_min - 1e-3, 0.0)), range_max=float(proj.max_range),
+                     ranges=_float_array(ranges), intensities=array.array("f"))
+
+
+def _float_array(values: np.ndarray) -> array.array:
+    out = array.array("f")
+    out.frombytes(np.ascontiguousarray(values, np.float32).view(np.uint8).data)
+    return out
+
+
+def occupancy_grid(data: np.ndarray, grid: GridSpec, header: Header) -> OccupancyGrid:
+    origin = Pose()
+    origin.position.x, origin.position.y = float(grid.x_range[0]), float(grid.y_range[0])
+    origin.orientation.w = 1.0
+    info = MapMetaData(map_load_time=header.stamp, resolution=float(grid.resolution), width=grid.width,
+                       height=grid.height, origin=origin)
+    out = array.array("b")
+    out.frombytes(np.ascontiguousarray(data, np.int8).view(np.uint8).data)
+    return OccupancyGrid(header=header, info=info, data=out)
