@@ -17,6 +17,7 @@ setup(
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.xml"))),
         (f"share/{PACKAGE}/config/mappings", sorted(glob("config/mappings/*.yaml"))),
+        (f"share/{PACKAGE}/config/cameras", sorted(glob("config/cameras/*.yaml"))),
         (f"share/{PACKAGE}/config/families", sorted(glob("config/families/*.yaml"))),
         (f"share/{PACKAGE}/models", sorted(glob(f"{PACKAGE}/models/*.pt") + glob(f"{PACKAGE}/models/*.onnx"))),
     ],

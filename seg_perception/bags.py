@@ -90,14 +90,20 @@ def compressed_msg(ts, rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str, 
                                 format=f"rgb8; {fmt} compressed bgr8", data=np.frombuffer(data, np.uint8))
 
 
-def camera_info_msg(ts, width: int, height: int, stamp_ns: int, frame_id: str):
-    """CameraInfo with the image size; the intrinsics are unknown for an image folder, so K, P and D
-    stay zero (K[0] == 0 is how ROS marks an uncalibrated camera)."""
+def camera_info_msg(ts, width: int, height: int, stamp_ns: int, frame_id: str, camera=None):
+    """CameraInfo with the image size and the intrinsics of `camera` (a geometry.CameraModel, scaled to
+    the image); without one K, P and D stay zero (K[0] == 0 is how ROS marks an uncalibrated camera)."""
     zeros = lambda n: np.zeros(n, np.float64)  # noqa: E731
     RegionOfInterest = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    model, d, k, r, p = "", zeros(0), zeros(9), zeros(9), zeros(12)
+    if camera is not None:
+        camera = camera.scaled(width, height)
+        model, d, k, r, p = (camera.distortion_model, np.asarray(camera.D, np.float64),
+                             camera.K.reshape(-1).astype(np.float64), np.eye(3).reshape(-1),
+                             camera.P.reshape(-1).astype(np.float64))
     return ts.types[CAMERA_INFO](
-        header=_header(ts, stamp_ns, frame_id), height=height, width=width, distortion_model="",
-        d=zeros(0), k=zeros(9), r=zeros(9), p=zeros(12), binning_x=0, binning_y=0,
+        header=_header(ts, stamp_ns, frame_id), height=height, width=width, distortion_model=model,
+        d=d, k=k, r=r, p=p, binning_x=0, binning_y=0,
         roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
@@ -109,8 +115,10 @@ def make_bag(dataset, out: str | Path, *, storage: str = "mcap", compression: st
              fps: float = 10.0, frame_id: str = DEFAULT_FRAME_ID, image_topic: str = DEFAULT_IMAGE_TOPIC,
              info_topic: str = DEFAULT_INFO_TOPIC, label_topic: str = DEFAULT_LABEL_TOPIC,
              max_frames: int | None = None, start_time: float | None = None, jpeg_quality: int = 95,
-             progress: bool = True) -> dict:
+             progress: bool = True, camera=None) -> dict:
     """Write the frames of a `LabelledFolder` (in its file-name order) into a new bag.
+
+    `camera` (a geometry.CameraModel) gives the CameraInfo its intrinsics; without it they are zero.
 
     Frame i gets the stamp start_time + i / fps (start_time: seconds since the epoch, default now)
     on all three topics; the bag's record time equals the header stamp. Returns a summary dict.
@@ -157,7 +165,7 @@ def make_bag(dataset, out: str | Path, *, storage: str = "mcap", compression: st
             else:
                 msg, mtype = compressed_msg(ts, rgb, stamp, frame_id, compression, jpeg_quality), COMPRESSED
             writer.write(img_con, stamp, bytes(ts.serialize_cdr(msg, mtype)))
-            info = camera_info_msg(ts, rgb.shape[1], rgb.shape[0], stamp, frame_id)
+            info = camera_info_msg(ts, rgb.shape[1], rgb.shape[0], stamp, frame_id, camera)
             writer.write(info_con, stamp, bytes(ts.serialize_cdr(info, CAMERA_INFO)))
             writer.write(lab_con, stamp, bytes(ts.serialize_cdr(image_msg(ts, label, stamp, frame_id, "mono8"),
                                                                  IMAGE)))

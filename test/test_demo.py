@@ -47,6 +47,8 @@ def test_demo_runs_and_prints_the_figures(demo_run):
     assert re.search(r"throughput: \d+\.\d frames/s", text), text
     assert re.search(r"latency: p50 \d+\.\d ms, p95 \d+\.\d ms", text), text
     assert re.search(r"mapped by camvid_to_driving.yaml\): mIoU \d+\.\d%, pixel accuracy \d+\.\d%", text), text
+    assert re.search(r"free distance ahead \(segmentation/grid, a 2 m corridor; calibration camvid.yaml\): "
+                     r"median \d+\.\d m, min \d+\.\d m over 12 frames", text), text
     assert str(out) in text  # says where the files are
 
 
@@ -89,11 +91,32 @@ def test_the_video_and_summary_are_written(demo_run):
         while cap.read()[0]:
             frames += 1
         assert frames == N_FRAMES
-        assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 3 * 480  # camera | ground truth | overlay
+        # camera | ground truth | overlay | bird's-eye grid (30 m wide by 40 m deep at the frame's height)
+        assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 3 * 480 + 360 * 3 // 4
     else:
         assert video.stat().st_size > 0
     assert (out / "bag" / "metadata.yaml").is_file()
     assert (out / "node.log").is_file()
+
+
+def test_the_bird_eye_view_comes_from_the_nodes_grid(demo_run):
+    """The stated CamVid calibration goes into the bag's CameraInfo and the node's pose parameters; the
+    node's grid comes back for every frame and the free distance ahead is measured in it."""
+    out, _ = demo_run
+    s = json.loads((out / "summary.json").read_text())
+    assert s["camera_calibration"].endswith("cameras/camvid.yaml")
+    assert s["grids_received"] == N_FRAMES
+    free = s["free_distance_m"]
+    assert len(free["per_frame"]) == N_FRAMES and None not in free["per_frame"]
+    # CamVid's val frames look down a street with traffic: some road is free ahead, never 40 m of it.
+    assert 3.0 < free["min"] <= free["median"] < 30.0
+    cmd = s["node_command"]
+    assert "camera_position:=[1.5, 0.0, 1.25]" in cmd and f"camera_info:={demo.DEMO_NAMESPACE}/camera/camera_info" in cmd
+    from seg_perception.bags import Bag, typestore
+    with Bag(out / "bag") as bag:
+        _, msgtype, _, raw = next(bag.messages(["/camera/camera_info"]))
+    info = typestore().deserialize_cdr(raw, msgtype)
+    assert list(info.k)[:3] == [461.0, 0.0, 239.5]
 
 
 def test_the_node_gets_the_shipped_parameter_file(demo_run):

@@ -258,3 +258,49 @@ def test_camera_info_scaling_with_binning_and_roi():
     assert small.scaled(320, 240).K == pytest.approx(cam.K)
     # P follows K.
     np.testing.assert_allclose(small.P[:, :3], small.K)
+
+
+def test_calibration_files_load_and_bad_ones_are_named(tmp_path):
+    from seg_perception.geometry.calibration import CalibrationError, load_calibration
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    for name in ("camvid", "idd_lite"):
+        cal = load_calibration(repo / "config" / "cameras" / f"{name}.yaml")
+        assert cal.camera.K[0, 0] > 0 and cal.pose.t[2] > 1.0
+    cal = load_calibration(repo / "config" / "cameras" / "camvid.yaml", rpy=[0.0, 0.1, 0.0])
+    assert cal.rpy == (0.0, 0.1, 0.0)
+    assert cal.for_image(960, 720).K[0, 0] == pytest.approx(2 * cal.camera.K[0, 0])
+    bad = tmp_path / "bad.yaml"
+    for text, phrase in [("image_width: 10\n", "missing 'image_height'"),
+                         ("image_width: 10\nimage_height: 10\ncamera_matrix: {data: [1, 2]}\n", "camera_matrix has 2"),
+                         ("image_width: 10\nimage_height: 10\ncamera_matrix: {data: [0,0,0,0,0,0,0,0,1]}\n",
+                          "focal lengths"),
+                         ("image_width: 10\nimage_height: 10\ncamera_matrix: {data: [5,0,5,0,5,5,0,0,1]}\n",
+                          "camera_position and camera_rpy"),
+                         ("[1, 2", "YAML")]:
+        bad.write_text(text)
+        with pytest.raises(CalibrationError, match=phrase):
+            load_calibration(bad)
+    with pytest.raises(CalibrationError, match="does not exist"):
+        load_calibration(tmp_path / "none.yaml")
+
+
+def test_predict_bev_draws_the_grid_and_reports_the_free_distance(tmp_path, capsys):
+    """`seg-perception predict --bev` on real frames: a picture per frame, the free distance ahead, and a
+    calibration that cannot see the ground refused with the reason."""
+    from seg_perception.cli.main import main
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    images = repo / "sample_data" / "camvid_val" / "images"
+    code = main(["predict", "--input", str(images), "--output", str(tmp_path / "out"), "--bev",
+                 str(repo / "config" / "cameras" / "camvid.yaml"), "--no-progress"])
+    assert code == 0
+    text = capsys.readouterr().out
+    distances = [float(v) for v in __import__("re").findall(r"free distance ahead (\d+\.\d) m", text)]
+    assert len(distances) == len(list(images.glob("*.png"))) and all(3.0 < d < 40.0 for d in distances)
+    pictures = sorted((tmp_path / "out" / "bev").glob("*.png"))
+    assert len(pictures) == len(distances)
+    import cv2
+    picture = cv2.imread(str(pictures[0]))
+    assert picture.shape == (360, 2 * 480 + 270, 3)
+    code = main(["predict", "--input", str(images), "--output", str(tmp_path / "up"), "--bev",
+                 str(repo / "config" / "cameras" / "camvid.yaml"), "--camera-rpy", "0", "-0.6", "0", "--no-progress"])
+    assert code == 2 and "above the horizon" in capsys.readouterr().err

@@ -31,11 +31,10 @@ from seg_perception.classes import CAMVID
 from seg_perception.geometry import free_space as fs
 from seg_perception.geometry.camera_model import CameraModel
 from seg_perception.geometry.camera_pose import CameraPose
-from seg_perception.geometry.free_space import OrganizedCloud
+from seg_perception.geometry.free_space import OrganizedCloud, grid_free_distance
 from seg_perception.geometry.ground_projection import GridSpec, GroundProjection
 from seg_perception.inference.masks import group_lut
 from seg_perception.learning.datasets import read_rgb
-from seg_perception.ros.free_space_monitor import grid_free_distance
 from seg_perception.ros.ros_image import rgb_to_image
 
 CAMERA = "/pc_cam/image_raw"

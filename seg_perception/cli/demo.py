@@ -8,9 +8,14 @@
 3. replays the bag's images to it over DDS with the `Replayer` of `seg-perception replay`,
    and receives its `segmentation/labels` and `segmentation/overlay` outputs;
 4. writes the overlays (PNG), the label images (PNG), a side-by-side video
-   (camera | ground truth | node overlay) and `summary.json` to the output folder,
-   and prints frames/s, latency p50/p95, received/dropped frames and mIoU /
-   pixel accuracy against the bag's ground truth.
+   (camera | ground truth | node overlay | bird's-eye view of `segmentation/grid`) and
+   `summary.json` to the output folder, and prints frames/s, latency p50/p95,
+   received/dropped frames, mIoU / pixel accuracy against the bag's ground truth and
+   the free distance ahead.
+
+The bag's CameraInfo carries a stated calibration of the bundled frames' camera
+(config/cameras/, an assumption: these datasets come without one), and the node gets
+the camera's pose from it, so its geometric outputs are real.
 
 The demo's DDS traffic stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST),
 on the user's ROS_DOMAIN_ID or, when none is set, one picked here; the node runs in
@@ -38,6 +43,7 @@ from ..classes import ClassTable
 DEMO_NAMESPACE = "/seg_perception_demo"
 BAG_IMAGE_TOPIC = "/camera/image_raw"
 BAG_LABEL_TOPIC = "/camera/ground_truth"
+BAG_INFO_TOPIC = "/camera/camera_info"
 DEFAULT_OUTPUT = "demo_output"
 #: What the demo writes into its output folder (and removes there before a new run).
 OUTPUT_ITEMS = ("bag", "overlay", "labels", "side_by_side", "demo.mp4", "demo.gif", "summary.json", "node.log")
@@ -57,6 +63,8 @@ def _repo_root() -> Path:
 
 #: The bundled frame sets: folder under sample_data/ and the name the demo gives them.
 SAMPLE_SETS = {"camvid": ("camvid_val", "CamVid"), "idd_lite": ("idd_lite", "IDD-Lite")}
+#: The corridor the demo measures the free distance in (free_space_monitor's default width).
+CORRIDOR_WIDTH = 2.0
 
 
 def find_samples(name: str = "camvid"):
@@ -199,6 +207,7 @@ class _Outputs:
         self.cond = threading.Condition()
         self.labels: dict[int, tuple[float, np.ndarray | str]] = {}
         self.overlays: dict[int, tuple[float, np.ndarray | str]] = {}
+        self.grids: dict[int, tuple[float, np.ndarray | str]] = {}
         self.unexpected = 0
 
     def _add(self, store: dict, msg, decode) -> None:
@@ -228,12 +237,15 @@ class _Outputs:
         from ..ros.ros_image import image_to_rgb
         self._add(self.overlays, msg, lambda m: np.array(image_to_rgb(m), copy=True))
 
-    def wait_for(self, stamp: int, timeout: float, *, overlay: bool = True, alive=None) -> bool:
-        """Until the labels (and the overlay) of `stamp` came, the node died, or the time is up."""
+    def on_grid(self, msg) -> None:
+        self._add(self.grids, msg, lambda m: np.array(m.data, np.int8))
+
+    def wait_for(self, stamp: int, timeout: float, *, overlay: bool = True, grid: bool = False, alive=None) -> bool:
+        """Until the labels (and the overlay, the grid) of `stamp` came, the node died, or the time is up."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                if stamp in self.labels and (not overlay or stamp in self.overlays):
+                if stamp in self.labels and (not overlay or stamp in self.overlays) and (not grid or stamp in self.grids):
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0 or (alive is not None and not alive()):
@@ -256,7 +268,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, labels=None,
+def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, labels=None, camera=None,
              max_frames: int | None = None,
              realtime: bool = False, fps: float = 10.0, model=None, device: str = "auto",
              startup_timeout: float = 120.0, frame_timeout: float = 30.0, video_fps: float = 4.0,
@@ -266,10 +278,17 @@ def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, lab
     from ..classes import CAMVID
     from ..evaluation.bag_evaluation import LabelMapper, latency_summary
     from ..evaluation.metrics import confusion_matrix, scores
+    from ..geometry.calibration import CalibrationError, load_calibration
     from ..inference.segmenter import model_info, resolve_model
     from ..learning.datasets import open_dataset
 
     t_start = time.monotonic()
+    if camera is None and images is None:
+        camera = find_config_file(f"cameras/{samples}.yaml")
+    try:
+        calibration = load_calibration(camera) if camera is not None else None
+    except CalibrationError as exc:
+        raise DemoError(str(exc)) from None
     if images is None and labels is None:
         ds, kind = find_samples(samples), SAMPLE_SETS[samples][1]
     elif images is None or labels is None:
@@ -286,10 +305,13 @@ def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, lab
 
     # 1. the bag
     bag_path = out / "bag"
-    made = make_bag(ds, bag_path, storage="mcap", fps=fps, max_frames=max_frames, progress=False)
+    made = make_bag(ds, bag_path, storage="mcap", fps=fps, max_frames=max_frames, progress=False,
+                    camera=calibration.camera if calibration else None)
     w, h = made["size"]
     _say(f"[1/4] wrote a rosbag2 (mcap) of {made['frames']} {kind} frames ({w}x{h}, {fps:g} frames/s) to "
-         f"{bag_path}: {made['image_topic']}, {made['info_topic']}, {made['label_topic']}")
+         f"{bag_path}: {made['image_topic']}, {made['info_topic']}"
+         f"{f' (calibration {calibration.source})' if calibration else ' (no calibration: no geometric outputs)'}, "
+         f"{made['label_topic']}")
 
     with Bag(bag_path) as bag:
         pair_stats = PairStats()
@@ -297,10 +319,13 @@ def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, lab
         mapper = LabelMapper.for_bag(bag, classes, mapping)
         gt = {f.stamp_ns: mapper(f.label, f.name) for f in frames}
         order = [f.stamp_ns for f in frames]
+        pose_params = ([f"camera_position:={list(calibration.position)}", f"camera_rpy:={list(calibration.rpy)}"]
+                       if calibration else [])
         result = _run_live(bag, out, frames, realtime=realtime, model=model, device=device,
                            startup_timeout=startup_timeout, frame_timeout=frame_timeout,
-                           node_params=node_params)
+                           node_params=[*pose_params, *node_params], geometry=calibration is not None)
     received, overlays, published = result["labels"], result["overlays"], result["published"]
+    grids = result["grids"]
 
     # 4. scores, files, summary
     n = classes.num_classes
@@ -326,7 +351,9 @@ def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, lab
     span = (max(received[s][0] for s in got) - min(published[s] for s in got)) if got else 0.0
     lat = latency_summary(latencies)
     metrics = scores(cm, classes.names) if sizes_ok else None
-    video = write_video(out, frames, overlays, received, classes, gt, fps=video_fps)
+    grid_spec, free = _free_distances(grids, order, find_config_file())
+    video = write_video(out, frames, overlays, received, classes, gt, fps=video_fps,
+                        bev={st: (grids[st][1], grid_spec, free.get(st)) for st in grids if st in free})
     summary = {
         "frames_total": len(order),
         "frames_received": len(got),
@@ -346,6 +373,12 @@ def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, lab
         "per_class_iou": metrics["per_class_iou"] if metrics else None,
         "model": str(model_path),
         "ground_truth_mapping": str(mapping) if mapping else None,
+        "camera_calibration": calibration.source if calibration else None,
+        "grids_received": len(free),
+        "corridor_width_m": CORRIDOR_WIDTH,
+        "free_distance_m": {"median": float(np.median(list(free.values()))) if free else None,
+                            "min": float(min(free.values())) if free else None,
+                            "per_frame": [round(free[st], 2) if st in free else None for st in order]},
         "node_command": result["command"],
         "node_exit_status": result["exit_status"],
         "ros_domain_id": result["domain_id"],
@@ -358,8 +391,30 @@ def run_demo(output=DEFAULT_OUTPUT, *, samples: str = "camvid", images=None, lab
     return summary
 
 
+def _free_distances(grids: dict, order: list, params_file: Path | None):
+    """The node's grid geometry (from its parameter file) and the free distance ahead in each frame's grid."""
+    import yaml
+
+    from ..geometry.free_space import grid_free_distance
+    from ..geometry.ground_projection import GridSpec
+    values = {}
+    if params_file is not None:
+        values = (yaml.safe_load(params_file.read_text()) or {}).get("/**", {}).get("ros__parameters", {})
+    spec = GridSpec(resolution=float(values.get("grid_resolution", 0.1)),
+                    x_range=(float(values.get("grid_x_min", 0.0)), float(values.get("grid_x_max", 40.0))),
+                    y_range=(float(values.get("grid_y_min", -15.0)), float(values.get("grid_y_max", 15.0))))
+    free = {}
+    for st in order:
+        data = grids.get(st, (0, ""))[1]
+        if isinstance(data, np.ndarray) and data.size == spec.width * spec.height:
+            free[st] = grid_free_distance(data, width=spec.width, height=spec.height, resolution=spec.resolution,
+                                          origin_x=spec.x_range[0], origin_y=spec.y_range[0],
+                                          corridor_width=CORRIDOR_WIDTH, corridor_start=0.0, occupied_threshold=65)
+    return spec, free
+
+
 def _run_live(bag, out: Path, frames, *, realtime: bool, model, device: str, startup_timeout: float,
-              frame_timeout: float, node_params) -> dict:
+              frame_timeout: float, node_params, geometry: bool = False) -> dict:
     """Steps 2 and 3: start the node, replay the bag's images to it, collect its outputs."""
     from rclpy.qos import ReliabilityPolicy
 
@@ -369,8 +424,11 @@ def _run_live(bag, out: Path, frames, *, realtime: bool, model, device: str, sta
     image_topic = f"{DEMO_NAMESPACE}/camera/image_raw"
     labels_topic = f"{DEMO_NAMESPACE}/segmentation/labels"
     overlay_topic = f"{DEMO_NAMESPACE}/segmentation/overlay"
+    info_topic = f"{DEMO_NAMESPACE}/camera/camera_info"
+    grid_topic = f"{DEMO_NAMESPACE}/segmentation/grid"
     params_file = find_config_file()
     cmd = node_command(params_file, image_topic, model=model, device=device, extra_params=node_params)
+    cmd += ["-r", f"camera_info:={info_topic}"]
     outputs = _Outputs()
     published: dict[int, float] = {}
     with ros_environment(env) as full_env:
@@ -385,7 +443,9 @@ def _run_live(bag, out: Path, frames, *, realtime: bool, model, device: str, sta
             rclpy = import_rclpy()
             ctx = init_context(rclpy)
             node = rclpy.create_node("seg_perception_demo", context=ctx)
-            player = Replayer(bag, node=node, topics=[BAG_IMAGE_TOPIC], remap={BAG_IMAGE_TOPIC: image_topic},
+            topics = [BAG_IMAGE_TOPIC] + ([BAG_INFO_TOPIC] if geometry else [])
+            player = Replayer(bag, node=node, topics=topics,
+                              remap={BAG_IMAGE_TOPIC: image_topic, BAG_INFO_TOPIC: info_topic},
                               reliability="reliable", depth=10)
             deadline = time.monotonic() + startup_timeout
             while True:
@@ -404,12 +464,17 @@ def _run_live(bag, out: Path, frames, *, realtime: bool, model, device: str, sta
             from sensor_msgs.msg import Image
             sub_labels = node.create_subscription(Image, labels_topic, outputs.on_labels, qos)
             sub_overlay = node.create_subscription(Image, overlay_topic, outputs.on_overlay, qos)
+            sub_grid = None
+            if geometry:
+                from nav_msgs.msg import OccupancyGrid
+                sub_grid = node.create_subscription(OccupancyGrid, grid_topic, outputs.on_grid, qos)
             from rclpy.executors import SingleThreadedExecutor
             executor = SingleThreadedExecutor(context=ctx)
             executor.add_node(node)
             spin_thread = threading.Thread(target=executor.spin, daemon=True)
             spin_thread.start()
-            while sub_labels.get_publisher_count() == 0 or sub_overlay.get_publisher_count() == 0:
+            while (sub_labels.get_publisher_count() == 0 or sub_overlay.get_publisher_count() == 0
+                   or (sub_grid is not None and sub_grid.get_publisher_count() == 0)):
                 if time.monotonic() > deadline:
                     raise DemoError(f"could not subscribe to {labels_topic} and {overlay_topic}")
                 time.sleep(0.05)
@@ -418,8 +483,10 @@ def _run_live(bag, out: Path, frames, *, realtime: bool, model, device: str, sta
 
             def gate(topic, stamp, _t):
                 # lockstep: the next frame goes out once the node answered the previous one
+                if topic != BAG_IMAGE_TOPIC:
+                    return
                 if not realtime and published:
-                    outputs.wait_for(last[0], frame_timeout, alive=node_proc.alive)
+                    outputs.wait_for(last[0], frame_timeout, grid=geometry, alive=node_proc.alive)
                 if not node_proc.alive():
                     raise DemoError(f"segmentation_node exited (status {node_proc.proc.returncode}): "
                                     f"{node_proc.tail()}")
@@ -429,14 +496,16 @@ def _run_live(bag, out: Path, frames, *, realtime: bool, model, device: str, sta
             last = [None]
             how = ("at the recorded rate (like a live camera)" if realtime
                    else "each frame once the node answered the previous one")
-            _say(f"[3/4] replaying {len(frames)} frames over DDS to {image_topic}, {how}; receiving "
-                 f"{labels_topic} and {overlay_topic}")
+            _say(f"[3/4] replaying {len(frames)} frames over DDS to {image_topic}"
+                 f"{f' (and {info_topic})' if geometry else ''}, {how}; receiving {labels_topic}, {overlay_topic}"
+                 f"{f' and {grid_topic}' if geometry else ''}")
             player.play(rate=1.0 if realtime else 1000.0, on_publish=gate, progress=False)
             player.flush()
             if published:
                 end = time.monotonic() + frame_timeout
                 for st in sorted(published):  # drain: the last outputs
-                    if not outputs.wait_for(st, max(0.0, end - time.monotonic()), alive=node_proc.alive):
+                    if not outputs.wait_for(st, max(0.0, end - time.monotonic()), grid=geometry,
+                                            alive=node_proc.alive):
                         if time.monotonic() >= end or not node_proc.alive():
                             break
         finally:
@@ -454,7 +523,8 @@ def _run_live(bag, out: Path, frames, *, realtime: bool, model, device: str, sta
     with outputs.cond:
         labels = {k: v for k, v in outputs.labels.items() if k in published}
         overlays = {k: v for k, v in outputs.overlays.items() if k in published}
-    return {"labels": labels, "overlays": overlays, "published": published, "command": node_proc.cmd,
+        grids = {k: v for k, v in outputs.grids.items() if k in published}
+    return {"labels": labels, "overlays": overlays, "grids": grids, "published": published, "command": node_proc.cmd,
             "exit_status": node_proc.proc.returncode, "domain_id": domain}
 
 
@@ -505,8 +575,10 @@ def _panel(rgb: np.ndarray, title: str) -> np.ndarray:
     return np.vstack([bar, rgb])
 
 
-def side_by_side(frames, overlays, received, classes, gt) -> list[np.ndarray]:
-    """RGB frames: camera | ground truth (in the model's classes) | the node's overlay, in bag order."""
+def side_by_side(frames, overlays, received, classes, gt, bev=None) -> list[np.ndarray]:
+    """RGB frames: camera | ground truth (in the model's classes) | the node's overlay | the bird's-eye
+    view of its grid (where `bev` has it: stamp -> (grid values, GridSpec, free distance)), in bag order."""
+    from ..geometry.bev import draw_bev
     from ..inference.masks import colourise
     lut = classes.palette_array()
     lut[classes.ignore_index] = 0
@@ -517,16 +589,23 @@ def side_by_side(frames, overlays, received, classes, gt) -> list[np.ndarray]:
         ov = overlays.get(f.stamp_ns)
         if ov is None or isinstance(ov[1], str) or ov[1].shape != f.rgb.shape:
             continue
-        out.append(np.hstack([_panel(f.rgb, "camera"),
-                              _panel(colourise(gt[f.stamp_ns], lut), "ground truth"),
-                              _panel(ov[1], "segmentation/overlay")]))
+        panels = [_panel(f.rgb, "camera"), _panel(colourise(gt[f.stamp_ns], lut), "ground truth"),
+                  _panel(ov[1], "segmentation/overlay")]
+        if bev:
+            if f.stamp_ns in bev:
+                values, spec, free = bev[f.stamp_ns]
+                view = draw_bev(values, spec, height=f.rgb.shape[0], free_distance=free, corridor_width=CORRIDOR_WIDTH)
+            else:
+                view = np.zeros((f.rgb.shape[0], f.rgb.shape[0] * 3 // 4, 3), np.uint8)
+            panels.append(_panel(view, "segmentation/grid"))
+        out.append(np.hstack(panels))
     return out
 
 
-def write_video(out: Path, frames, overlays, received, classes, gt, *, fps: float = 4.0) -> Path | None:
+def write_video(out: Path, frames, overlays, received, classes, gt, *, fps: float = 4.0, bev=None) -> Path | None:
     """demo.mp4 (mp4v); demo.gif if no MPEG-4 encoder is available; else PNGs in side_by_side/."""
     import cv2
-    images = side_by_side(frames, overlays, received, classes, gt)
+    images = side_by_side(frames, overlays, received, classes, gt, bev)
     if not images:
         return None
     h, w = images[0].shape[:2]
@@ -575,6 +654,11 @@ def format_summary(s: dict) -> list[str]:
                   if s.get("ground_truth_mapping") else "")
         lines.append(f"accuracy vs the bag's ground truth ({s['frames_scored']} frames{mapped}): mIoU "
                      f"{100 * s['miou']:.1f}%, pixel accuracy {100 * s['pixel_accuracy']:.1f}%")
+    fd = s.get("free_distance_m") or {}
+    if fd.get("median") is not None:
+        lines.append(f"free distance ahead (segmentation/grid, a {s['corridor_width_m']:g} m corridor; calibration "
+                     f"{Path(s['camera_calibration']).name}): median {fd['median']:.1f} m, min {fd['min']:.1f} m over "
+                     f"{s['grids_received']} frames")
     out = Path(s["output"])
     lines.append(f"files in {out}/: overlay/ ({s['overlays_received']} PNG), labels/ (class ids, mono8 PNG), "
                  f"{Path(s['video']).name if s['video'] else 'no video'}, summary.json, node.log, bag/")
@@ -597,6 +681,9 @@ def add_demo(sub) -> None:
                         "classes by config/mappings/ where they differ")
     p.add_argument("--images", help="image folder instead of the bundled frames")
     p.add_argument("--labels", help="CamVid class-id label folder for --images (same file names)")
+    p.add_argument("--camera", help="camera calibration YAML (camera_calibration format plus camera_position and "
+                                    "camera_rpy) for the geometric outputs; default: config/cameras/<samples>.yaml "
+                                    "for the bundled frames, none for --images")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p.add_argument("--realtime", action="store_true",
                    help="replay at the bag's recorded rate like a live camera (a slow machine drops frames); "
@@ -626,7 +713,8 @@ def run(args) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        s = run_demo(args.output, samples=args.samples, images=args.images, labels=args.labels, max_frames=args.max_frames,
+        s = run_demo(args.output, samples=args.samples, images=args.images, labels=args.labels, camera=args.camera,
+                     max_frames=args.max_frames,
                      realtime=args.realtime, fps=args.fps, model=args.model, device=args.device,
                      startup_timeout=args.startup_timeout, frame_timeout=args.frame_timeout,
                      video_fps=args.video_fps, node_params=args.node_param)

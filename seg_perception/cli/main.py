@@ -145,7 +145,53 @@ def add_predict(sub) -> None:
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write overlays to OUTPUT/overlay/")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
+    p.add_argument("--bev", metavar="CALIBRATION",
+                   help="also draw camera | overlay | bird's-eye grid per image to OUTPUT/bev/, as the node's "
+                        "segmentation/grid would be with this camera calibration (camera_calibration YAML with "
+                        "camera_position and camera_rpy, e.g. config/cameras/camvid.yaml), and print the free "
+                        "distance ahead: for checking a calibration")
+    p.add_argument("--camera-position", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="with --bev: override the calibration's camera_position (m, base_frame)")
+    p.add_argument("--camera-rpy", type=float, nargs=3, metavar=("R", "P", "Y"),
+                   help="with --bev: override the calibration's camera_rpy (rad; positive pitch looks down)")
+    p.add_argument("--max-range", type=float, default=30.0, help="with --bev: the node's max_range (m, default 30)")
+    p.add_argument("--corridor-width", type=float, default=2.0,
+                   help="with --bev: corridor for the free distance ahead (m, default 2)")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _bird_eye(rgb, labels, seg, calibration, args, cache: dict):
+    """camera | overlay | bird's-eye grid of one image, and its free distance ahead (the node's maths)."""
+    import numpy as np
+
+    from ..geometry import free_space
+    from ..geometry.bev import draw_bev
+    from ..geometry.ground_projection import (
+        GridSpec,
+        GroundProjection,
+        GroundProjectionError,
+    )
+    from ..inference.masks import group_lut, overlay
+    key = labels.shape
+    if key not in cache:
+        try:
+            cache[key] = GroundProjection(calibration.for_image(labels.shape[1], labels.shape[0]), calibration.pose,
+                                          max_range=args.max_range, grid=GridSpec())
+        except GroundProjectionError as exc:
+            raise DatasetError(f"--bev {calibration.source}: {exc}") from None
+    proj = cache[key]
+    classes = seg.classes
+    drivable = group_lut(classes.ids(classes.drivable))[labels]
+    obstacle_lut = group_lut(classes.ids(classes.obstacle))
+    grid = free_space.occupancy(proj, free_space.find_boundary(proj, labels, drivable), obstacle_lut, 70)
+    spec = proj.grid
+    free = free_space.grid_free_distance(grid, width=spec.width, height=spec.height, resolution=spec.resolution,
+                                         origin_x=spec.x_range[0], origin_y=spec.y_range[0],
+                                         corridor_width=args.corridor_width, corridor_start=0.0,
+                                         occupied_threshold=65)
+    view = draw_bev(grid, spec, height=rgb.shape[0], free_distance=free, corridor_width=args.corridor_width)
+    picture = np.hstack([rgb, overlay(rgb, labels, classes.palette_array(), args.alpha), view])
+    return picture, free
 
 
 def run_predict(args) -> int:
@@ -168,11 +214,24 @@ def run_predict(args) -> int:
         raise DatasetError(f"input {src} does not exist")
     if not 0.0 <= args.alpha <= 1.0:
         raise DatasetError(f"--alpha {args.alpha} is outside 0..1")
+    calibration = None
+    if args.bev:
+        from ..geometry.calibration import CalibrationError, load_calibration
+        try:
+            calibration = load_calibration(args.bev, position=args.camera_position, rpy=args.camera_rpy)
+        except CalibrationError as exc:
+            raise DatasetError(str(exc)) from None
+    elif args.camera_position or args.camera_rpy:
+        raise DatasetError("--camera-position and --camera-rpy go with --bev CALIBRATION")
     seg = open_segmenter(args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     if args.overlay:
         (out / "overlay").mkdir(exist_ok=True)
+    if calibration is not None:
+        (out / "bev").mkdir(exist_ok=True)
+    projections: dict = {}
+    free_distances = []
     lut = seg.classes.palette_array()
     failed = []
     for path in tqdm(files, desc="predict", file=sys.stderr, disable=args.no_progress or len(files) < 2):
@@ -187,8 +246,14 @@ def run_predict(args) -> int:
         if args.overlay:
             blended = overlay(rgb, result.labels, lut, args.alpha)
             cv2.imwrite(str(out / "overlay" / f"{path.stem}.png"), cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+        if calibration is not None:
+            picture, free = _bird_eye(rgb, result.labels, seg, calibration, args, projections)
+            cv2.imwrite(str(out / "bev" / f"{path.stem}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            free_distances.append(free)
+            print(f"{path.name}: free distance ahead {free:.1f} m (corridor {args.corridor_width:g} m)")
     done = len(files) - len(failed)
-    print(f"wrote {done} label images to {out}" + (f"; {len(failed)} unreadable: {failed[:5]}" if failed else ""))
+    print(f"wrote {done} label images to {out}" + (f"; {len(failed)} unreadable: {failed[:5]}" if failed else "")
+          + (f"; bird's-eye views in {out / 'bev'}" if calibration is not None else ""))
     return 0 if not failed else 1
 
 

@@ -8,6 +8,7 @@ road, since its upper pixels are not on the ground.
 """
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,7 +106,11 @@ def occupancy(proj: GroundProjection, boundary: Boundary, obstacle_lut: np.ndarr
 class OrganizedCloud:
     """The organized ground cloud's buffer (x, y, z float32, label, confidence uint8; 16 bytes a point).
 
-    x, y, z are written once per geometry; a frame writes only label and confidence.
+    x, y, z are written once per geometry; a frame writes only label and confidence, in place.
+    The buffer is an array.array('B') (`data`), which a PointCloud2 takes without a copy: at
+    1280x720 a fresh 15 MB copy per frame would cost more than all the rest together. Whoever
+    sends it must be done with it (rclpy's publish() serialises before it returns) before the
+    next fill.
     """
 
     DTYPE = np.dtype({"names": ["x", "y", "z", "label", "confidence"],
@@ -116,7 +121,8 @@ class OrganizedCloud:
         xyz = proj.points_xyz
         self.stride = proj.stride
         self.height, self.width = xyz.shape[:2]
-        self.buffer = np.zeros((self.height, self.width), self.DTYPE)
+        self.data = array.array("B", bytes(self.height * self.width * self.DTYPE.itemsize))
+        self.buffer = np.frombuffer(self.data, self.DTYPE).reshape(self.height, self.width)
         self.buffer["x"], self.buffer["y"], self.buffer["z"] = xyz[..., 0], xyz[..., 1], xyz[..., 2]
 
     def fill(self, labels: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
@@ -124,3 +130,40 @@ class OrganizedCloud:
         self.buffer["label"] = labels[::s, ::s]
         self.buffer["confidence"] = confidence[::s, ::s] if confidence is not None else 0
         return self.buffer
+
+
+# -- what a planner makes of it: the free distance straight ahead (free_space_monitor, demo) --
+
+def grid_free_distance(data: np.ndarray, *, width: int, height: int, resolution: float, origin_x: float,
+                       origin_y: float, corridor_width: float, corridor_start: float,
+                       occupied_threshold: int) -> float:
+    """Free metres ahead of x = corridor_start in the corridor |y| <= corridor_width / 2 (0 if none seen)."""
+    cells = np.asarray(data, np.int16).reshape(height, width)          # rows along y, columns along x
+    ys = origin_y + (np.arange(height) + 0.5) * resolution
+    xs = origin_x + (np.arange(width) + 0.5) * resolution
+    rows = np.abs(ys) <= corridor_width / 2
+    cols = xs >= corridor_start
+    if not rows.any() or not cols.any():
+        return 0.0
+    corridor = cells[np.ix_(rows, cols)]                                # (corridor cells across, x ahead)
+    x_edges = xs[cols] - resolution / 2                                 # near edge of each column of cells
+    blocked = (corridor >= occupied_threshold).any(axis=0)
+    if blocked.any():
+        return max(float(x_edges[np.argmax(blocked)]) - corridor_start, 0.0)
+    seen_free = (corridor == 0).any(axis=0)
+    if not seen_free.any():
+        return 0.0
+    return float(x_edges[np.flatnonzero(seen_free)[-1]] + resolution) - corridor_start
+
+
+def scan_free_distance(ranges: np.ndarray, angle_min: float, angle_increment: float, range_max: float, *,
+                       corridor_width: float, corridor_start: float) -> float:
+    """Free metres ahead from the beams' end points inside the corridor; +inf beams clear to range_max."""
+    r = np.asarray(ranges, np.float64)
+    angles = angle_min + angle_increment * np.arange(len(r))
+    hits = np.isfinite(r)
+    x, y = r * np.cos(angles), r * np.sin(angles)
+    inside = hits & (np.abs(y) <= corridor_width / 2) & (x >= corridor_start)
+    if inside.any():
+        return max(float(x[inside].min()) - corridor_start, 0.0)
+    return max(float(range_max) - corridor_start, 0.0)

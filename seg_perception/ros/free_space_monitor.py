@@ -33,42 +33,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import LaserScan, Range
 from std_msgs.msg import Bool
 
+from ..geometry.free_space import grid_free_distance, scan_free_distance
+
 NODE_NAME = "free_space_monitor"
-
-
-def grid_free_distance(data: np.ndarray, *, width: int, height: int, resolution: float, origin_x: float,
-                       origin_y: float, corridor_width: float, corridor_start: float,
-                       occupied_threshold: int) -> float:
-    """Free metres ahead of x = corridor_start in the corridor |y| <= corridor_width / 2 (0 if none seen)."""
-    cells = np.asarray(data, np.int16).reshape(height, width)          # rows along y, columns along x
-    ys = origin_y + (np.arange(height) + 0.5) * resolution
-    xs = origin_x + (np.arange(width) + 0.5) * resolution
-    rows = np.abs(ys) <= corridor_width / 2
-    cols = xs >= corridor_start
-    if not rows.any() or not cols.any():
-        return 0.0
-    corridor = cells[np.ix_(rows, cols)]                                # (corridor cells across, x ahead)
-    x_edges = xs[cols] - resolution / 2                                 # near edge of each column of cells
-    blocked = (corridor >= occupied_threshold).any(axis=0)
-    if blocked.any():
-        return max(float(x_edges[np.argmax(blocked)]) - corridor_start, 0.0)
-    seen_free = (corridor == 0).any(axis=0)
-    if not seen_free.any():
-        return 0.0
-    return float(x_edges[np.flatnonzero(seen_free)[-1]] + resolution) - corridor_start
-
-
-def scan_free_distance(ranges: np.ndarray, angle_min: float, angle_increment: float, range_max: float, *,
-                       corridor_width: float, corridor_start: float) -> float:
-    """Free metres ahead from the beams' end points inside the corridor; +inf beams clear to range_max."""
-    r = np.asarray(ranges, np.float64)
-    angles = angle_min + angle_increment * np.arange(len(r))
-    hits = np.isfinite(r)
-    x, y = r * np.cos(angles), r * np.sin(angles)
-    inside = hits & (np.abs(y) <= corridor_width / 2) & (x >= corridor_start)
-    if inside.any():
-        return max(float(x[inside].min()) - corridor_start, 0.0)
-    return max(float(range_max) - corridor_start, 0.0)
 
 
 class FreeSpaceMonitor(Node):

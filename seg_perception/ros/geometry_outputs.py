@@ -295,7 +295,7 @@ class GeometryOutputs:
         if wanted["points"]:
             if self._cloud is None:
                 self._cloud = OrganizedCloud(proj)
-            self.pub_points.publish(messages.cloud(self._cloud.fill(labels, confidence), geo_header, organized=True))
+            self.pub_points.publish(messages.organized_cloud(self._cloud, labels, confidence, geo_header))
         if not (wanted["scan"] or wanted["obstacles"] or wanted["grid"]):
             return
         boundary = free_space.find_boundary(proj, labels, drivable)

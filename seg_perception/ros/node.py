@@ -341,6 +341,7 @@ class SegmentationNode(Node):
         self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", out_qos)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.geometry = GeometryOutputs(self, out_qos=out_qos, info_qos=qos(ro["qos_reliability"], 10))
+        self.pub_label_info = publish_label_info(self, self.segmenter.classes)
 
         in_qos = qos(ro["qos_reliability"], ro["qos_depth"])
         self.compressed = ro["input_transport"] == "compressed"
@@ -498,6 +499,22 @@ class SegmentationNode(Node):
         msg = DiagnosticArray(status=[status, self.geometry.diagnostic_status(self.settings.geometry)])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(msg)
+
+
+def publish_label_info(node: Node, classes: ClassTable):
+    """Latch the class table on segmentation/label_info (vision_msgs/LabelInfo, transient local), as
+    Nav2's semantic segmentation layer reads it; only where vision_msgs is installed."""
+    try:
+        from vision_msgs.msg import LabelInfo, VisionClass
+    except ImportError:
+        return None
+    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pub = node.create_publisher(LabelInfo, "segmentation/label_info", latched)
+    msg = LabelInfo(class_map=[VisionClass(class_id=i, class_name=n) for i, n in enumerate(classes.names)])
+    msg.header.stamp = node.get_clock().now().to_msg()
+    pub.publish(msg)
+    return pub
 
 
 def _first_line(exc: BaseException) -> str:

@@ -37,12 +37,21 @@ def camera_info(camera: CameraModel, header: Header) -> CameraInfo:
                       p=[float(v) for v in camera.P.reshape(-1)])
 
 
-def cloud(points: np.ndarray, header: Header, *, organized: bool) -> PointCloud2:
-    """A PointCloud2 of OrganizedCloud.DTYPE points: (rows, cols) organized, or (N,) unorganized."""
+def cloud(points: np.ndarray, header: Header, *, organized: bool, data: array.array | None = None) -> PointCloud2:
+    """A PointCloud2 of OrganizedCloud.DTYPE points: (rows, cols) organized, or (N,) unorganized.
+
+    `data`, when given, is the points' own array.array('B') buffer, sent without a copy.
+    """
     height, width = points.shape if organized else (1, points.shape[0])
     return PointCloud2(header=header, height=height, width=width, fields=CLOUD_FIELDS, is_bigendian=False,
                        point_step=OrganizedCloud.DTYPE.itemsize, row_step=OrganizedCloud.DTYPE.itemsize * width,
-                       data=_bytes(points), is_dense=not organized)
+                       data=data if data is not None else _bytes(points), is_dense=not organized)
+
+
+def organized_cloud(cloud_buffer: OrganizedCloud, labels: np.ndarray, confidence: np.ndarray | None,
+                    header: Header) -> PointCloud2:
+    """segmentation/points for this frame: the cached ground points with the frame's labels and confidences."""
+    return cloud(cloud_buffer.fill(labels, confidence), header, organized=True, data=cloud_buffer.data)
 
 
 def obstacle_cloud(xy: np.ndarray, labels: np.ndarray, confidence: np.ndarray, z: float,
