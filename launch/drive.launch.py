@@ -46,6 +46,9 @@ def _nodes(context):
                  "device": ParameterValue(arg("device"), value_type=str)}
     if arg("base_frame"):
         overrides["base_frame"] = ParameterValue(arg("base_frame"), value_type=str)
+    if bool(arg("camera_position")) != bool(arg("camera_rpy")):
+        raise ValueError("launch arguments camera_position and camera_rpy go together: give both (or neither, "
+                         "to keep params_file's or use TF)")
     for name in ("camera_position", "camera_rpy"):
         if arg(name):
             overrides[name] = _float_list(arg(name), name)
@@ -104,12 +107,12 @@ def generate_launch_description() -> LaunchDescription:
             description="Frame of the geometric outputs (REP-105); empty = params_file's (base_footprint)"),
         DeclareLaunchArgument(
             "camera_position", default_value="",
-            description="Camera position in base_frame \"[x, y, z]\" metres; with camera_rpy it wins over "
-                        "TF; empty = params_file's, or TF"),
+            description="Camera position in base_frame \"[x, y, z]\" metres; give it with camera_rpy (the "
+                        "two win over TF); empty = params_file's, or TF"),
         DeclareLaunchArgument(
             "camera_rpy", default_value="",
             description="Camera roll, pitch, yaw in base_frame \"[r, p, y]\" radians (positive pitch looks "
-                        "down); empty = params_file's, or TF"),
+                        "down); give it with camera_position; empty = params_file's, or TF"),
         DeclareLaunchArgument(
             "free_space_monitor", default_value="false", choices=["true", "false"],
             description="Also start free_space_monitor (free distance ahead and a stop flag from the grid)"),

@@ -155,12 +155,70 @@ def compressed_kind(fmt: str) -> str:
     raise ImageFormatError(f"unsupported compressed format '{fmt}'; supported: jpeg, png")
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT (C4), JPG (C8), DAC (CC).
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_NO_LENGTH = {0x01, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8}
+
+
+def compressed_size(buf: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame, read before any decoding.
+
+    Raises ImageFormatError for a buffer that is neither, or whose header is cut short or broken:
+    what a decoder would refuse anyway, found without allocating a pixel.
+    """
+    if buf[:8] == _PNG_SIGNATURE:
+        if len(buf) < 24 or buf[12:16] != b"IHDR":
+            raise ImageFormatError("PNG header is cut short or has no IHDR chunk")
+        return int.from_bytes(buf[16:20], "big"), int.from_bytes(buf[20:24], "big")
+    if buf[:2] == b"\xff\xd8":
+        i, n = 2, len(buf)
+        while i < n:
+            if buf[i] != 0xFF:
+                raise ImageFormatError(f"JPEG header is broken (no marker at byte {i})")
+            while i < n and buf[i] == 0xFF:  # fill bytes
+                i += 1
+            if i >= n:
+                break
+            marker = buf[i]
+            i += 1
+            if marker in _JPEG_NO_LENGTH:
+                continue
+            if i + 2 > n:
+                break
+            length = int.from_bytes(buf[i:i + 2], "big")
+            if length < 2:
+                raise ImageFormatError(f"JPEG header is broken (segment length {length})")
+            if marker in _JPEG_SOF:
+                if i + 7 > n:
+                    break
+                height, width = int.from_bytes(buf[i + 3:i + 5], "big"), int.from_bytes(buf[i + 5:i + 7], "big")
+                if height == 0:
+                    raise ImageFormatError("JPEG height is defined after the image data (DNL): not supported")
+                return width, height
+            if marker in (0xDA, 0xD9):  # image data or end before any frame header
+                break
+            i += length
+        raise ImageFormatError("JPEG has no frame header (SOF) before its image data")
+    raise ImageFormatError(f"compressed image does not start like a JPEG or a PNG (first bytes {bytes(buf[:4])!r})")
+
+
 def decode_compressed(fmt: str, data) -> np.ndarray:
-    """Decode a JPEG or PNG CompressedImage payload to HxWx3 uint8 RGB."""
+    """Decode a JPEG or PNG CompressedImage payload to HxWx3 uint8 RGB.
+
+    The size in the header is checked against MAX_PIXELS before decoding, so a decompression
+    bomb (a few hundred bytes claiming 30000x30000 pixels) costs microseconds, not gigabytes.
+    """
     compressed_kind(fmt)
     buf = _buffer(data)
     if buf.size == 0:
         raise ImageFormatError("compressed image is empty (0 bytes)")
+    width, height = compressed_size(memoryview(buf))
+    if width == 0 or height == 0:
+        raise ImageFormatError(f"compressed image header says {width}x{height} pixels")
+    if width * height > MAX_PIXELS:
+        raise ImageFormatError(f"compressed image header says {width}x{height}, beyond the "
+                               f"{MAX_PIXELS // 1_000_000} Mpixel limit: refused before decoding")
     try:
         bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error as exc:

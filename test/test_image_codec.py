@@ -9,9 +9,11 @@ import pytest
 from conftest import SAMPLES
 
 from seg_perception.image_codec import (
+    COMPRESSED_FORMATS,
     MAX_PIXELS,
     SUPPORTED_ENCODINGS,
     ImageFormatError,
+    compressed_size,
     decode_compressed,
     decode_raw,
     encode_compressed,
@@ -130,8 +132,9 @@ def test_size_limit_is_64_megapixels():
 
 @pytest.mark.parametrize("fmt,data,message", [
     ("jpeg", b"", "compressed image is empty"),
-    ("jpeg", b"\xff\xd8\xff\xe0" + bytes(500), "corrupt or not a JPEG/PNG"),
-    ("png", b"\x89PNG\r\n\x1a\n" + bytes(100), "corrupt or not a JPEG/PNG"),
+    ("jpeg", b"\xff\xd8\xff\xe0" + bytes(500), "JPEG header is broken"),
+    ("png", b"\x89PNG\r\n\x1a\n" + bytes(100), "no IHDR chunk"),
+    ("jpeg", b"GIF89a" + bytes(100), "does not start like a JPEG or a PNG"),
     ("theora", b"\x00", "unsupported compressed format 'theora'"),
 ])
 def test_compressed_errors(fmt, data, message):
@@ -147,3 +150,110 @@ def test_truncated_jpeg_is_refused_or_decoded_without_crash(rgb):
     except ImageFormatError:
         return
     assert out.shape == rgb.shape
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid PNG header claiming width x height pixels over a short run of zero-filled rows."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    rows = zlib.compress(b"\0" * (width * 3 + 1) * 200, 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def _jpeg_bomb(rgb, width: int, height: int) -> bytes:
+    """A real JPEG whose start-of-frame header claims width x height."""
+    data = bytearray(encode_compressed(rgb[:16, :16], "jpeg"))
+    i = data.find(b"\xff\xc0")
+    data[i + 5:i + 7], data[i + 7:i + 9] = height.to_bytes(2, "big"), width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+def test_decompression_bombs_are_refused_from_the_header_at_once(rgb, kind):
+    """A few hundred bytes claiming 30000x30000 pixels: refused in well under 100 ms, no memory spent."""
+    import time
+    bomb = _png_bomb(30000, 30000) if kind == "png" else _jpeg_bomb(rgb, 30000, 30000)
+    assert len(bomb) < 1_000_000
+    before = _rss_bytes()
+    t0 = time.perf_counter()
+    for _ in range(20):
+        with pytest.raises(ImageFormatError, match="30000x30000, beyond the 64 Mpixel limit: refused before"):
+            decode_compressed(kind, bomb)
+    assert (time.perf_counter() - t0) / 20 < 0.1
+    assert _rss_bytes() - before < 50_000_000
+
+
+def test_header_sizes_match_the_decoded_images(rgb):
+    for fmt in ("jpeg", "png"):
+        for h, w in ((360, 480), (17, 5), (1, 1)):
+            data = encode_compressed(np.ascontiguousarray(cv2.resize(rgb, (w, h))), fmt)
+            assert compressed_size(data) == (w, h)
+            assert decode_compressed(fmt, data).shape == (h, w, 3)
+
+
+def test_fuzzed_compressed_images_raise_only_the_documented_error(rgb):
+    """Thousands of mutated JPEG/PNG payloads and format strings: each decodes to an image or
+    raises ImageFormatError; nothing else escapes, and nothing beyond the limit is decoded."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    seeds = [encode_compressed(rgb[:40, :48], "jpeg"), encode_compressed(rgb[:40, :48], "png"),
+             _png_bomb(9000, 9000), _jpeg_bomb(rgb, 9000, 9000)]
+
+    @st.composite
+    def payloads(draw):
+        data = bytearray(draw(st.sampled_from(seeds)))
+        for _ in range(draw(st.integers(0, 8))):
+            op = draw(st.sampled_from(["flip", "cut", "insert", "size"]))
+            if op == "flip" and data:
+                i = draw(st.integers(0, len(data) - 1))
+                data[i] = draw(st.integers(0, 255))
+            elif op == "cut" and data:
+                data = data[:draw(st.integers(0, len(data)))]
+            elif op == "insert":
+                i = draw(st.integers(0, len(data)))
+                data[i:i] = draw(st.binary(max_size=16))
+            elif op == "size" and len(data) > 24:
+                i = draw(st.integers(0, len(data) - 4))
+                data[i:i + 4] = draw(st.integers(0, 2**32 - 1)).to_bytes(4, "big")
+        return bytes(data)
+
+    formats = st.sampled_from(list(COMPRESSED_FORMATS) + ["rgb8; jpeg compressed bgr8", "png", "JPEG", "tiff", ""])
+
+    @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(fmt=formats, data=payloads())
+    def check(fmt, data):
+        try:
+            out = decode_compressed(fmt, data)
+        except ImageFormatError:
+            return
+        assert out.ndim == 3 and out.shape[2] == 3 and out.shape[0] * out.shape[1] <= MAX_PIXELS
+
+    check()
+
+
+def test_fuzzed_raw_images_raise_only_the_documented_error():
+    """Random sensor_msgs/Image fields (encoding, sizes, step, data): an image or ImageFormatError."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(enc=st.sampled_from(list(SUPPORTED_ENCODINGS) + ["16UC1", "", "rgb8\x00", "bgr16"]),
+           width=st.integers(-2, 70), height=st.integers(-2, 70), step=st.integers(-4, 300),
+           data=st.binary(max_size=20000), big=st.booleans())
+    def check(enc, width, height, step, data, big):
+        try:
+            out = decode_raw(enc, width, height, step, data, is_bigendian=big)
+        except ImageFormatError:
+            return
+        assert out.shape == (height, width, 3) and out.dtype == np.uint8
+
+    check()

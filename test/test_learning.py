@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from seg_perception.cli import main as cli
-from seg_perception.inference.checkpoint import load_checkpoint
+from seg_perception.inference.checkpoint import CheckpointError, load_checkpoint
 from seg_perception.learning.losses import distillation_loss
 from seg_perception.learning.models import apply_freeze, build_model, train_outputs
 from seg_perception.learning.training import ConfigError, TrainConfig, Trainer
@@ -99,6 +99,43 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
         for k in a:
             if a[k].is_floating_point():
                 torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+class _RunsCode:
+    """A pickle that runs code when loaded without weights_only: what a crafted last.pt would hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_refuses_a_crafted_training_state(tmp_path):
+    """--resume loads OUT/last.pt with weights_only: a file that would run code is refused, and runs nothing."""
+    out = tmp_path / "run"
+    Trainer(small_config(out, epochs=1, max_images=4), progress=False, log=lambda *_: None).run()
+    cfg = small_config(out, epochs=2, max_images=4)
+    state = torch.load(Path(cfg.out) / "last.pt", weights_only=False)
+    marker = tmp_path / "code_ran"
+    state["history"] = _RunsCode(marker)
+    torch.save(state, Path(cfg.out) / "last.pt")
+    with pytest.raises(CheckpointError, match="not a training state this trainer wrote"):
+        Trainer(cfg, resume=True, progress=False, log=lambda *_: None)
+    assert not marker.exists()
+    # and through the command line: a clear error, exit status 2, nothing run
+    assert cli.main(["train", "--config", str(_write_config(tmp_path, cfg)), "--resume"]) == 2
+    assert not marker.exists()
+
+
+def _write_config(tmp_path: Path, cfg) -> Path:
+    import dataclasses
+
+    import yaml
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v)
+                                    for k, v in dataclasses.asdict(cfg).items() if v is not None}))
+    return path
 
 
 def test_non_finite_steps_are_skipped_and_a_diverged_run_stops(tmp_path):

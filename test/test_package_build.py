@@ -63,6 +63,7 @@ def test_colcon_build_installs_the_expected_tree(workspace):
     expected = [
         prefix / "lib" / "seg_perception" / "segmentation_node",
         prefix / "lib" / "seg_perception" / "seg-perception",
+        prefix / "lib" / "seg_perception" / "free_space_monitor",
         prefix / "share" / "ament_index" / "resource_index" / "packages" / "seg_perception",
         share / "package.xml",
         share / "launch" / "drive.launch.py",
@@ -72,12 +73,16 @@ def test_colcon_build_installs_the_expected_tree(workspace):
         share / "models" / "driving_lraspp.pt",
         share / "models" / "driving_lraspp.onnx",
         share / "config" / "mappings" / "camvid_to_driving.yaml",
+        share / "config" / "cameras" / "camvid.yaml",
+        share / "config" / "nav2_costmap_example.yaml",
     ]
     missing = [str(p.relative_to(install)) for p in expected if not p.is_file()]
     assert not missing, f"not installed: {missing}"
     assert os.access(expected[0], os.X_OK)
     site = next(prefix.glob("lib/python3*/site-packages"))
-    assert (site / "seg_perception" / "node.py").is_file()
+    for module in ("ros/node.py", "ros/free_space_monitor.py", "geometry/ground_projection.py",
+                   "inference/segmenter.py", "learning/training.py", "evaluation/metrics.py", "cli/main.py"):
+        assert (site / "seg_perception" / module).is_file(), module
     assert (site / "seg_perception" / "models" / "camvid_lraspp.pt").is_file()
     for name in ("camvid_lraspp.pt", "camvid_lraspp.onnx", "driving_lraspp.pt", "driving_lraspp.onnx"):
         assert (share / "models" / name).stat().st_size == (REPO / "seg_perception" / "models" / name).stat().st_size

@@ -309,6 +309,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: What a training state may hold besides tensors and plain Python values: numpy's RNG state arrays.
+_RESUME_SAFE_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType,
+                        np.dtypes.Float64DType, np.dtypes.Int64DType, np.dtypes.Float32DType]
+
+
 def _rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
@@ -509,7 +514,16 @@ class Trainer:
         if not path.is_file():
             raise CheckpointError(f"--resume: no {path} to resume from")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: tensors, plain Python values and numpy arrays (the RNG state) only; a
+            # crafted file cannot run code here.
+            with torch.serialization.safe_globals(_RESUME_SAFE_GLOBALS):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()
+            detail = next((line for line in reason if "GLOBAL" in line or "got <class" in line), reason[0] if reason else "")
+            raise CheckpointError(f"--resume: {path} is not a training state this trainer wrote (refused to load "
+                                  f"it: {detail.strip()})") from None
+        try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             if self.ema is not None:

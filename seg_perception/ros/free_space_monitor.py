@@ -34,6 +34,7 @@ from sensor_msgs.msg import LaserScan, Range
 from std_msgs.msg import Bool
 
 from ..geometry.free_space import grid_free_distance, scan_free_distance
+from .signals import ignore_late_interrupts, interrupt_once
 
 NODE_NAME = "free_space_monitor"
 
@@ -104,8 +105,10 @@ class FreeSpaceMonitor(Node):
 
 
 def main(args=None) -> int:
+    interrupt_once()
     rclpy.init(args=args)
     node = None
+    code = 0
     try:
         node = FreeSpaceMonitor()
         rclpy.spin(node)
@@ -113,12 +116,16 @@ def main(args=None) -> int:
         pass
     except ValueError as exc:
         rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        return 1
+        code = 1
     finally:
         if node is not None:
-            node.destroy_node()
+            try:
+                node.destroy_node()
+            except Exception:  # already torn down by a second signal
+                pass
         rclpy.try_shutdown()
-    return 0
+        ignore_late_interrupts()
+    return code
 
 
 if __name__ == "__main__":

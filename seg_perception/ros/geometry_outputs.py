@@ -178,7 +178,8 @@ class GeometryOutputs:
         """The CameraInfo stamped like the frame (waiting up to `wait` s), else the latest one."""
         key = (header.stamp.sec, header.stamp.nanosec)
         with self._info_cond:
-            self._info_cond.wait_for(lambda: key in self._infos, timeout=wait)
+            if self._infos:  # a camera that never sent one does not make every frame wait
+                self._info_cond.wait_for(lambda: key in self._infos, timeout=wait)
             if key in self._infos:
                 return self._infos[key], True
             if self._infos:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import re
-import signal
 import sys
 import threading
 import time
@@ -69,6 +68,7 @@ from .geometry_outputs import (
     build_geometry_settings,
 )
 from .ros_image import ImageFormatError, compressed_to_rgb, image_to_rgb, make_image
+from .signals import ignore_late_interrupts, interrupt_once
 
 NODE_NAME = "segmentation"
 DEVICES = ("auto", "cpu", "cuda")
@@ -255,7 +255,11 @@ class SegmentationNode(Node):
             desc = _descriptor(ptype, **extra)
             value = default if default is not None else Parameter.Type(ptype)
             try:
-                self.declare_parameter(name, value, desc)
+                declared = self.declare_parameter(name, value, desc)
+                if default is None and declared.type_ == Parameter.Type.NOT_SET:
+                    # An empty array of the declared type, so that get_parameters (ros2 param get/dump,
+                    # rqt) answers for it: rclpy cannot declare one directly (it types [] as bytes).
+                    self.set_parameters([Parameter(name, Parameter.Type(ptype), [])])
             except (InvalidParameterTypeException, InvalidParameterValueException, ParameterException) as exc:
                 raise StartupError(f"parameter '{name}': {_first_line(exc)}") from None
         self.stats = _Stats()
@@ -323,7 +327,7 @@ class SegmentationNode(Node):
         try:
             self.settings = build_settings(self._runtime_values(), self.segmenter.classes)
         except ValueError as exc:
-            raise StartupError(f"invalid parameter for model {self.segmenter.model_path}: {exc}") from None
+            raise StartupError(f"invalid parameter: {exc} (model {self.segmenter.model_path.name})") from None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
@@ -524,18 +528,8 @@ def _first_line(exc: BaseException) -> str:
 
 def main(args=None) -> int:
     """Entry point of `segmentation_node`: returns 0 on a clean shutdown, 1 on a startup error."""
-    # Ctrl-C reaches every process of the terminal's group and launch forwards one more SIGINT:
-    # only the first one interrupts; later ones must not break the cleanup below.
-    interrupted = False
-
-    def on_sigint(signum, frame):
-        nonlocal interrupted
-        if not interrupted:
-            interrupted = True
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_sigint)
-    rclpy.init(args=args)  # installs SIGINT/SIGTERM handlers that shut the context down, then call on_sigint
+    interrupt_once()
+    rclpy.init(args=args)  # installs SIGINT/SIGTERM handlers that shut the context down, then call ours
     node = None
     code = 0
     try:
@@ -557,9 +551,7 @@ def main(args=None) -> int:
             except Exception:  # already torn down by a second signal
                 pass
         rclpy.try_shutdown()
-        # Python resets SIGINT to its default action while the interpreter exits (which takes
-        # a while with torch loaded): ignore it so a late SIGINT cannot kill the exit (code -2).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_late_interrupts()  # the exit takes a while with torch loaded
     return code
 
 
