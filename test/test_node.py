@@ -6,6 +6,7 @@ processes.
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -14,7 +15,7 @@ import pytest
 import rclpy
 from builtin_interfaces.msg import Time
 from conftest import SAMPLES, NodeProcess, node_args, wait_for
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -361,6 +362,119 @@ def test_bad_frames_are_skipped_and_the_node_goes_on(raw_node, frames):
     assert "Traceback" not in log
 
 
+def test_a_changing_bad_encoding_is_logged_once_per_period(raw_node, frames):
+    """The bad-input log limit is per kind of problem, not per message text: 30 frames with 30
+    made-up encodings within a second give one log line (with the count following later)."""
+    proc, probe = raw_node
+    rgb = frames[0]
+    start = int(probe.latest_diagnostics(after=time.monotonic())["skipped_total"])
+    before = proc.output().count("skipped frame from")
+    for i in range(30):
+        bad = rgb_to_image(rgb, "rgb8", probe.header())
+        bad.encoding = f"made_up_{i}"
+        probe.send(bad)
+        probe.spin(0.01)
+    probe.wait_skipped(start + 30)
+    assert proc.output().count("skipped frame from") - before <= 1, proc.output()[-3000:]
+
+
+def test_outputs_are_the_nodes_private_names_and_a_namesake_is_refused(raw_node, frames, tmp_path):
+    """Outputs are ~/labels...: /segmentation/labels for the default name, /other/labels for a node
+    named other in the same namespace (no collision); a second /segmentation refuses to start."""
+    proc, probe = raw_node
+    same = NodeProcess(node_args(params={"model": "camvid"}, remaps={"image": CAMERA}), tmp_path / "same.log")
+    code = same.wait(timeout=START_TIMEOUT)
+    assert code == 1, same.output()
+    assert "another node named /segmentation is already running" in same.output()
+    assert "[ERROR]" in same.output() and "Traceback" not in same.output()
+    other = NodeProcess(node_args(params={"model": "camvid", "qos_reliability": "reliable"},
+                                  remaps={"image": CAMERA, "__node": "other"}), tmp_path / "other.log")
+    try:
+        got = []
+        sub = probe.node.create_subscription(Image, "/other/labels", got.append, RELIABLE)
+        assert wait_for(lambda: not other.alive() or (sub.get_publisher_count() > 0
+                                                       and probe.pub_raw.get_subscription_count() >= 2),
+                        START_TIMEOUT, probe.spin), other.output()
+        header = probe.header()
+        key = probe.send(rgb_to_image(frames[0], "rgb8", header))
+        probe.wait_outputs(key)  # the original node still answers on /segmentation/...
+        assert wait_for(lambda: any(m.header.stamp == header.stamp for m in got), FRAME_TIMEOUT, probe.spin)
+        probe.node.destroy_subscription(sub)
+    finally:
+        assert other.stop() == 0, other.output()
+    assert proc.alive()
+
+
+def test_a_matched_publisher_without_frames_is_reported_with_the_fix(ros_env, start_node):
+    """A camera matched but silent (as when its frames are too large for the transport): a WARN in
+    /diagnostics and a log line that say what to do."""
+    proc = start_node(node_args(params={"model": "camvid", "diagnostics_period": 0.5, "stats_period": 1.0},
+                                remaps={"image": CAMERA}))
+    probe = Probe("silent")  # its raw publisher on CAMERA matches and never publishes
+    try:
+        probe.wait_ready(proc)
+        diag = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            probe.latest_diagnostics(after=time.monotonic())
+            diag = probe.diagnostics[-1].status[0]
+            if "although" in diag.message:
+                break
+        assert diag.level == DiagnosticStatus.WARN, diag
+        assert "although 1 publisher(s) matched" in diag.message and "fastdds_large_frames.xml" in diag.message
+        assert wait_for(lambda: "although 1 publisher is matched" in proc.output(), 10.0, probe.spin), proc.output()
+    finally:
+        probe.close()
+
+
+LARGE_FRAME_PUBLISHER = """
+import sys, time, numpy as np, rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from seg_perception.ros.ros_image import rgb_to_image
+rclpy.init()
+node = rclpy.create_node("large_frame_probe")
+pub = node.create_publisher(Image, sys.argv[1], QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+got = []
+node.create_subscription(Image, "/segmentation/labels", got.append, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+rgb = np.zeros((2160, 3840, 3), np.uint8); rgb[1080:] = (90, 90, 90)
+msg = rgb_to_image(rgb, "rgb8"); msg.header.stamp.sec = 77
+deadline = time.monotonic() + float(sys.argv[2])
+while not got and time.monotonic() < deadline:
+    if pub.get_subscription_count():
+        pub.publish(msg)
+    rclpy.spin_once(node, timeout_sec=1.0)
+print("labels", got[0].width, got[0].height, got[0].header.stamp.sec if got else "none") if got else print("no labels")
+"""
+
+
+def test_4k_raw_frames_arrive_best_effort_with_the_shipped_profile(ros_env, start_node, monkeypatch, tmp_path):
+    """A 3840x2160 rgb8 frame (25 MB) on the default best-effort input reaches the node when every
+    process uses config/fastdds_large_frames.xml."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_frames.xml"))
+    proc = start_node(node_args(params={"model": "camvid", "output_resolution": "network", "publish_overlay": False},
+                                remaps={"image": CAMERA}))
+    script = tmp_path / "large.py"
+    script.write_text(LARGE_FRAME_PUBLISHER)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, str(script), CAMERA, "150"], env=env, capture_output=True, text=True,
+                         timeout=240)
+    assert "labels 480 360 77" in res.stdout, res.stdout + res.stderr + proc.output()[-2000:]
+    assert proc.alive()
+
+
+def _jpeg_claiming(rgb: np.ndarray, width: int, height: int) -> bytes:
+    """A real JPEG whose frame header claims width x height (a 600-byte decompression bomb)."""
+    data = bytearray(encode_compressed(rgb[:16, :16], "jpeg"))
+    i = data.find(b"\xff\xc0")
+    data[i + 5:i + 7], data[i + 7:i + 9] = height.to_bytes(2, "big"), width.to_bytes(2, "big")
+    return bytes(data)
+
+
 @pytest.fixture
 def compressed_node(ros_env, start_node):
     proc = start_node(node_args(params={"model": "camvid", "input_transport": "compressed",
@@ -380,7 +494,10 @@ def test_compressed_input(compressed_node, frames, library):
     rgb = frames[0]
     h, w = rgb.shape[:2]
     jpeg_decoded = decode_compressed("jpeg", encode_compressed(rgb, "jpeg"))
-    bad = [("corrupt JPEG", "jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, "corrupt or not a JPEG/PNG"),
+    png_header = encode_compressed(rgb[:8, :8], "png")[:33]  # signature and IHDR of a real PNG
+    bad = [("broken JPEG header", "jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, "JPEG header is broken"),
+           ("corrupt PNG data", "png", png_header + bytes(range(256)) * 4, "corrupt or not a JPEG/PNG"),
+           ("decompression bomb", "jpeg", _jpeg_claiming(rgb, 30000, 30000), "refused before decoding"),
            ("empty data", "jpeg", b"", "compressed image is empty"),
            ("unknown format", "theora", b"\x00\x01", "unsupported compressed format 'theora'")]
     for fmt in ("jpeg", "rgb8; jpeg compressed bgr8", "png"):

@@ -95,7 +95,7 @@ def read_checkpoint(path: str | Path) -> dict:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for corrupt zips/pickles
         raise CheckpointError(f"model file {path} is corrupt or not a seg_perception checkpoint "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                              f"({load_failure(exc)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"model file {path} holds a {type(obj).__name__}, not a checkpoint dict")
     missing = [k for k in REQUIRED if k not in obj]
@@ -104,6 +104,20 @@ def read_checkpoint(path: str | Path) -> dict:
     if obj["format"] != FORMAT:
         raise CheckpointError(f"model file {path} has format '{obj['format']}', expected '{FORMAT}'")
     return obj
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why torch.load refused a file, in one line, without torch's advice to retry with
+    weights_only=False (which would let the file run code)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if "Unsupported global" in line or "but got <class" in line
+                   or line.startswith("Unsupported operand")), None)
+    if detail is None:
+        detail = next((line for line in lines if "weights_only" not in line and "Weights only" not in line
+                       and "WeightsUnpickler" not in line), "")
+    if "Weights only load failed" in str(exc):
+        return f"content a weights-only load refuses: {detail}" if detail else "content a weights-only load refuses"
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def info_from_dict(obj: dict, *, source: str) -> ModelInfo:

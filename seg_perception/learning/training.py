@@ -38,6 +38,7 @@ from ..inference.checkpoint import (
     ModelInfo,
     atomic_save,
     load_checkpoint,
+    load_failure,
     save_checkpoint,
 )
 from ..inference.segmenter import resolve_model
@@ -519,10 +520,8 @@ class Trainer:
             with torch.serialization.safe_globals(_RESUME_SAFE_GLOBALS):
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            reason = str(exc).strip().splitlines()
-            detail = next((line for line in reason if "GLOBAL" in line or "got <class" in line), reason[0] if reason else "")
             raise CheckpointError(f"--resume: {path} is not a training state this trainer wrote (refused to load "
-                                  f"it: {detail.strip()})") from None
+                                  f"it: {load_failure(exc)})") from None
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

@@ -146,11 +146,11 @@ class GeometryOutputs:
 
     def __init__(self, node, *, out_qos, info_qos) -> None:
         self.node = node
-        self.pub_info = node.create_publisher(CameraInfo, "segmentation/camera_info", out_qos)
-        self.pub_points = node.create_publisher(PointCloud2, "segmentation/points", out_qos)
-        self.pub_scan = node.create_publisher(LaserScan, "segmentation/scan", out_qos)
-        self.pub_obstacles = node.create_publisher(PointCloud2, "segmentation/obstacles", out_qos)
-        self.pub_grid = node.create_publisher(OccupancyGrid, "segmentation/grid", out_qos)
+        self.pub_info = node.create_publisher(CameraInfo, "~/camera_info", out_qos)
+        self.pub_points = node.create_publisher(PointCloud2, "~/points", out_qos)
+        self.pub_scan = node.create_publisher(LaserScan, "~/scan", out_qos)
+        self.pub_obstacles = node.create_publisher(PointCloud2, "~/obstacles", out_qos)
+        self.pub_grid = node.create_publisher(OccupancyGrid, "~/grid", out_qos)
         self.sub_info = node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos)
         self._infos: OrderedDict[tuple, CameraInfo] = OrderedDict()
         self._info_cond = threading.Condition()

@@ -1,7 +1,9 @@
 """`segmentation_node`: camera images in; class labels, drivable/obstacle masks,
 confidence and a colour overlay out.
 
-Topics (relative, so namespaces and remappings apply):
+Topics (inputs relative, outputs the node's private names `~/...`: /segmentation/labels for
+the default node name; namespaces and remappings apply; two differently named nodes in one
+namespace never collide, and a second node of the same name refuses to start):
 
   in   image                       sensor_msgs/Image            (input_transport: raw)
   in   image/compressed            sensor_msgs/CompressedImage  (input_transport: compressed)
@@ -76,12 +78,26 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 TRANSPORTS = ("raw", "compressed")
 RESOLUTIONS = ("input", "network")
 RELIABILITIES = ("best_effort", "reliable")
-#: Seconds between two log lines about the same kind of bad input.
+#: What to do when a publisher is matched but its frames never arrive (large raw frames).
+NO_FRAMES_FIX = ("frames larger than the DDS transport carries are lost whole with best-effort input (a 4K rgb8 "
+                 "frame is 25 MB); give every process on the host the shipped profile: export "
+                 "FASTDDS_DEFAULT_PROFILES_FILE=<share>/seg_perception/config/fastdds_large_frames.xml "
+                 "(or publish image/compressed)")
+#: Seconds between two log lines about the same kind of bad input, and how many kinds are remembered.
 BAD_INPUT_LOG_PERIOD = 5.0
+BAD_INPUT_KINDS = 64
+_VARIABLE_PARTS = re.compile(r"'[^']*'|\"[^\"]*\"|\d+")
 
 
 class StartupError(RuntimeError):
-    """A parameter or model problem that stops the node before it starts."""
+    """A parameter or model problem that stops the node before it starts.
+
+    `logger` is the node's logger name (namespace included) where the node exists by then.
+    """
+
+    def __init__(self, message: str, logger: str | None = None) -> None:
+        super().__init__(message)
+        self.logger = logger
 
 
 def _descriptor(ptype: int, description: str, *, read_only: bool = False, choices=None,
@@ -261,13 +277,14 @@ class SegmentationNode(Node):
                     # rqt) answers for it: rclpy cannot declare one directly (it types [] as bytes).
                     self.set_parameters([Parameter(name, Parameter.Type(ptype), [])])
             except (InvalidParameterTypeException, InvalidParameterValueException, ParameterException) as exc:
-                raise StartupError(f"parameter '{name}': {_first_line(exc)}") from None
+                raise StartupError(f"parameter '{name}': {_first_line(exc)}", self.get_logger().name) from None
         self.stats = _Stats()
         self._cond = threading.Condition()
         self._pending = None
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._bad_input_log: dict[str, list] = {}
+        self._namesake_reported = False
         self.segmenter = None
         self.settings: Settings | None = None
 
@@ -308,7 +325,7 @@ class SegmentationNode(Node):
             return
         self.settings = build_settings(self._runtime_values(), self.segmenter.classes)
         self.get_logger().info("parameters changed: " + ", ".join(
-            f"{p.name}={p.value!r}" for p in params if p.name in RUNTIME_PARAMETERS))
+            f"{p.name}={_readable(p.value)}" for p in params if p.name in RUNTIME_PARAMETERS))
 
     # -- start / stop -----------------------------------------------------------
     def start(self) -> None:
@@ -324,6 +341,7 @@ class SegmentationNode(Node):
                                        threads=ro["threads"] or None)
         except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError is a ValueError
             raise StartupError(f"cannot load model: {_first_line(exc)}") from None
+        self._refuse_a_namesake(wait=1.0)  # after the model load: discovery has had seconds
         try:
             self.settings = build_settings(self._runtime_values(), self.segmenter.classes)
         except ValueError as exc:
@@ -338,11 +356,11 @@ class SegmentationNode(Node):
                               durability=DurabilityPolicy.VOLATILE)
 
         out_qos = qos(ro["output_qos_reliability"], ro["output_qos_depth"])
-        self.pub_labels = self.create_publisher(Image, "segmentation/labels", out_qos)
-        self.pub_drivable = self.create_publisher(Image, "segmentation/drivable_mask", out_qos)
-        self.pub_obstacle = self.create_publisher(Image, "segmentation/obstacle_mask", out_qos)
-        self.pub_confidence = self.create_publisher(Image, "segmentation/confidence", out_qos)
-        self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", out_qos)
+        self.pub_labels = self.create_publisher(Image, "~/labels", out_qos)
+        self.pub_drivable = self.create_publisher(Image, "~/drivable_mask", out_qos)
+        self.pub_obstacle = self.create_publisher(Image, "~/obstacle_mask", out_qos)
+        self.pub_confidence = self.create_publisher(Image, "~/confidence", out_qos)
+        self.pub_overlay = self.create_publisher(Image, "~/overlay", out_qos)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.geometry = GeometryOutputs(self, out_qos=out_qos, info_qos=qos(ro["qos_reliability"], 10))
         self.pub_label_info = publish_label_info(self, self.segmenter.classes)
@@ -367,9 +385,26 @@ class SegmentationNode(Node):
         self.get_logger().info(
             f"segmenting {self.sub.topic_name} ({'CompressedImage' if self.compressed else 'Image'}, "
             f"{ro['qos_reliability']} depth {ro['qos_depth']}) with {self.segmenter.describe()}; "
-            f"publishing under {self.resolve_topic_name('segmentation')}; drivable "
+            f"publishing under {self.resolve_topic_name('~')}; drivable "
             f"{[names[i] for i in s.drivable_ids]}, obstacle {[names[i] for i in s.obstacle_ids]}"
             + ("; flip TTA on" if s.flip_tta else ""))
+
+    def namesakes(self) -> int:
+        """Other nodes in the ROS graph with this node's name and namespace."""
+        me = (self.get_name(), self.get_namespace())
+        return sum(1 for node in self.get_node_names_and_namespaces() if tuple(node) == me) - 1
+
+    def _refuse_a_namesake(self, wait: float) -> None:
+        """Two nodes of one name would publish every output twice and share every parameter call."""
+        deadline = time.monotonic() + wait
+        while True:
+            if self.namesakes() > 0:
+                raise StartupError(
+                    f"another node named {self.get_fully_qualified_name()} is already running: give this one its "
+                    "own name (-r __node:=NAME; its outputs follow it, ~/labels) or namespace (-r __ns:=/NS)")
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.1)
 
     def stop(self) -> None:
         self._stop.set()
@@ -403,14 +438,22 @@ class SegmentationNode(Node):
             except Exception as exc:  # never let one frame end the worker
                 if self._stop.is_set() or not self.context.ok():
                     return
-                self._skip(f"processing failed: {type(exc).__name__}: {_first_line(exc)}")
+                self._skip("processing", f"processing failed: {type(exc).__name__}: {_first_line(exc)}")
 
-    def _skip(self, reason: str) -> None:
+    def _skip(self, kind: str, reason: str) -> None:
+        """Count a skipped frame; log it at most once per BAD_INPUT_LOG_PERIOD per kind of problem.
+
+        A kind is the stage (decode, input, processing) and the message with its variable parts
+        (quoted values, numbers) blanked: a text that changes every frame (a made-up encoding)
+        cannot defeat the limit, and the table keeps at most BAD_INPUT_KINDS entries.
+        """
         with self.stats.lock:
             self.stats.skipped += 1
-        key = re.sub(r"\d+", "#", reason)
         now = time.monotonic()
-        entry = self._bad_input_log.setdefault(key, [-math.inf, 0])
+        kind = f"{kind}: {_VARIABLE_PARTS.sub('#', reason)[:120]}"
+        if kind not in self._bad_input_log and len(self._bad_input_log) >= BAD_INPUT_KINDS:
+            self._bad_input_log.pop(next(iter(self._bad_input_log)))
+        entry = self._bad_input_log.setdefault(kind, [-math.inf, 0])
         if now - entry[0] >= BAD_INPUT_LOG_PERIOD:
             more = f" ({entry[1]} more such frames skipped since the last report)" if entry[1] else ""
             self.get_logger().warning(f"skipped frame from {self.sub.topic_name}: {reason}{more}")
@@ -424,12 +467,12 @@ class SegmentationNode(Node):
         try:
             rgb = compressed_to_rgb(msg) if self.compressed else image_to_rgb(msg)
         except ImageFormatError as exc:
-            self._skip(str(exc))
+            self._skip("decode", str(exc))
             return
         try:
             seg = self.segmenter.segment(rgb, output_size=s.output_resolution, flip_tta=s.flip_tta)
         except self._InputError as exc:
-            self._skip(str(exc))
+            self._skip("input", str(exc))
             return
         header = msg.header
         labels = seg.labels
@@ -461,12 +504,20 @@ class SegmentationNode(Node):
         d = w["delta"]
         if d["received"] == 0 and d["skipped"] == 0:
             pubs = self.count_publishers(self.sub.topic_name)
-            self.get_logger().info(f"no frames on {self.sub.topic_name} in the last {w['span']:.0f} s "
-                                   f"({pubs} publisher{'s' if pubs != 1 else ''})")
+            if pubs:
+                self.get_logger().warning(f"no frames on {self.sub.topic_name} in the last {w['span']:.0f} s although "
+                                          f"{pubs} publisher{'s are' if pubs != 1 else ' is'} matched: "
+                                          + NO_FRAMES_FIX)
+            else:
+                self.get_logger().info(f"no frames on {self.sub.topic_name} in the last {w['span']:.0f} s "
+                                       "(no publisher)")
             return
+        def ms(v: float) -> str:
+            return "n/a" if math.isnan(v) else f"{v:.1f} ms"
+
         self.get_logger().info(
-            f"{w['fps']:.1f} frames/s, latency mean {w['latency_mean']:.1f} ms p95 {w['latency_p95']:.1f} ms "
-            f"(inference {w['inference_mean']:.1f} ms), dropped {d['dropped']}, skipped {d['skipped']} "
+            f"{w['fps']:.1f} frames/s, latency mean {ms(w['latency_mean'])} p95 {ms(w['latency_p95'])} "
+            f"(inference {ms(w['inference_mean'])}), dropped {d['dropped']}, skipped {d['skipped']} "
             f"in {w['span']:.0f} s; totals: {w['totals']['processed']} processed, "
             f"{w['totals']['dropped']} dropped, {w['totals']['skipped']} skipped")
 
@@ -475,8 +526,18 @@ class SegmentationNode(Node):
         d, t = w["delta"], w["totals"]
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: semantic segmentation",
                                   hardware_id=self.segmenter.provider)
-        if d["received"] == 0:
-            status.level, status.message = DiagnosticStatus.WARN, f"no input frames on {self.sub.topic_name}"
+        namesakes = self.namesakes()
+        if namesakes > 0:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"{namesakes} other node(s) named {self.get_fully_qualified_name()} in the graph"
+            if not self._namesake_reported:
+                self.get_logger().error(status.message + ": outputs and parameter calls are shared; stop one")
+                self._namesake_reported = True
+        elif d["received"] == 0:
+            pubs = self.count_publishers(self.sub.topic_name)
+            status.level = DiagnosticStatus.WARN
+            status.message = (f"no input frames on {self.sub.topic_name}"
+                              + (f" although {pubs} publisher(s) matched: {NO_FRAMES_FIX}" if pubs else ""))
         elif d["skipped"]:
             status.level, status.message = DiagnosticStatus.WARN, f"{d['skipped']} bad input frames skipped"
         else:
@@ -514,11 +575,18 @@ def publish_label_info(node: Node, classes: ClassTable):
         return None
     latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    pub = node.create_publisher(LabelInfo, "segmentation/label_info", latched)
+    pub = node.create_publisher(LabelInfo, "~/label_info", latched)
     msg = LabelInfo(class_map=[VisionClass(class_id=i, class_name=n) for i, n in enumerate(classes.names)])
     msg.header.stamp = node.get_clock().now().to_msg()
     pub.publish(msg)
     return pub
+
+
+def _readable(value) -> str:
+    """A parameter value as a user wrote it: [1, 2, 3], not array('q', [1, 2, 3])."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
+        return repr(list(value))
+    return repr(value)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -541,7 +609,8 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as exc:
-        (node.get_logger() if node is not None else get_logger(NODE_NAME)).error(str(exc))
+        name = node.get_logger().name if node is not None else (exc.logger or NODE_NAME)
+        get_logger(name).error(str(exc))
         code = 1
     finally:
         if node is not None:
