@@ -31,6 +31,7 @@ setup(
     entry_points={
         "console_scripts": [
             "segmentation_node = seg_perception.ros.node:main",
+            "segmentation_lifecycle_node = seg_perception.ros.lifecycle_node:main",
             "free_space_monitor = seg_perception.ros.free_space_monitor:main",
             "seg-perception = seg_perception.cli.main:main",
         ],

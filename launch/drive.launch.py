@@ -5,6 +5,8 @@
     ros2 launch seg_perception drive.launch.py params_file:=/path/my_params.yaml model:=/path/model.pt
     ros2 launch seg_perception drive.launch.py camera_position:="[1.5, 0.0, 1.4]" \\
         camera_rpy:="[0.0, 0.08, 0.0]" free_space_monitor:=true
+    ros2 launch seg_perception drive.launch.py managed:=true            # for a lifecycle manager
+    ros2 launch seg_perception drive.launch.py managed:=true autostart:=true
 
 Parameters come from params_file (default: the installed config/drive.yaml); the
 model, device, base_frame and extrinsics arguments override the file's values when given.
@@ -15,7 +17,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
@@ -52,9 +54,12 @@ def _nodes(context):
     for name in ("camera_position", "camera_rpy"):
         if arg(name):
             overrides[name] = _float_list(arg(name), name)
-    segmentation = Node(
+    managed = arg("managed") == "true"
+    if managed:
+        overrides["autostart"] = arg("autostart") == "true"
+    segmentation = (LifecycleNode if managed else Node)(
         package="seg_perception",
-        executable="segmentation_node",
+        executable="segmentation_lifecycle_node" if managed else "segmentation_node",
         name="segmentation",
         namespace=arg("namespace"),
         parameters=[arg("params_file"), overrides],
@@ -113,6 +118,13 @@ def generate_launch_description() -> LaunchDescription:
             "camera_rpy", default_value="",
             description="Camera roll, pitch, yaw in base_frame \"[r, p, y]\" radians (positive pitch looks "
                         "down); give it with camera_position; empty = params_file's, or TF"),
+        DeclareLaunchArgument(
+            "managed", default_value="false", choices=["true", "false"],
+            description="Start segmentation_lifecycle_node, a managed (lifecycle) node, instead of segmentation_node"),
+        DeclareLaunchArgument(
+            "autostart", default_value="false", choices=["true", "false"],
+            description="With managed:=true: configure and activate at once instead of waiting for a lifecycle "
+                        "manager"),
         DeclareLaunchArgument(
             "free_space_monitor", default_value="false", choices=["true", "false"],
             description="Also start free_space_monitor (free distance ahead and a stop flag from the grid)"),

@@ -144,14 +144,16 @@ class GeometryProblem(Exception):
 class GeometryOutputs:
     """Publishers, CameraInfo pairing, pose lookup and the cached projection of one node."""
 
-    def __init__(self, node, *, out_qos, info_qos) -> None:
+    def __init__(self, node, *, out_qos, make_publisher=None) -> None:
         self.node = node
-        self.pub_info = node.create_publisher(CameraInfo, "~/camera_info", out_qos)
-        self.pub_points = node.create_publisher(PointCloud2, "~/points", out_qos)
-        self.pub_scan = node.create_publisher(LaserScan, "~/scan", out_qos)
-        self.pub_obstacles = node.create_publisher(PointCloud2, "~/obstacles", out_qos)
-        self.pub_grid = node.create_publisher(OccupancyGrid, "~/grid", out_qos)
-        self.sub_info = node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos)
+        make = make_publisher or node.create_publisher
+        self.pub_info = make(CameraInfo, "~/camera_info", out_qos)
+        self.pub_points = make(PointCloud2, "~/points", out_qos)
+        self.pub_scan = make(LaserScan, "~/scan", out_qos)
+        self.pub_obstacles = make(PointCloud2, "~/obstacles", out_qos)
+        self.pub_grid = make(OccupancyGrid, "~/grid", out_qos)
+        self.sub_info = None
+        self.info_topic = node.resolve_topic_name("camera_info")
         self._infos: OrderedDict[tuple, CameraInfo] = OrderedDict()
         self._info_cond = threading.Condition()
         self._models: dict[tuple, CameraModel | CameraModelError] = {}
@@ -167,6 +169,24 @@ class GeometryOutputs:
         self.recent_ms: list[float] = []
 
     # -- inputs ---------------------------------------------------------------------
+    def open_input(self, info_qos) -> None:
+        self.sub_info = self.node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos)
+        self.info_topic = self.sub_info.topic_name
+
+    def close_input(self) -> None:
+        if self.sub_info is not None:
+            self.node.destroy_subscription(self.sub_info)
+            self.sub_info = None
+        with self._info_cond:
+            self._infos.clear()
+
+    def close_outputs(self) -> None:
+        for pub in (self.pub_info, self.pub_points, self.pub_scan, self.pub_obstacles, self.pub_grid):
+            self.node.destroy_publisher(pub)
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
+            self._tf_listener = self._tf_buffer = None
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_cond:
             self._infos[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
@@ -184,7 +204,7 @@ class GeometryOutputs:
                 return self._infos[key], True
             if self._infos:
                 return next(reversed(self._infos.values())), False
-        raise GeometryProblem("no_camera_info", f"no CameraInfo received on {self.sub_info.topic_name}")
+        raise GeometryProblem("no_camera_info", f"no CameraInfo received on {self.info_topic}")
 
     def _camera_model(self, info: CameraInfo) -> CameraModel:
         key = (info.width, info.height, tuple(info.k), tuple(info.d), info.distortion_model, tuple(info.p),
@@ -203,7 +223,7 @@ class GeometryOutputs:
                 self._models.clear()
             self._models[key] = model
         if isinstance(model, CameraModelError):
-            raise GeometryProblem("camera_info", f"CameraInfo on {self.sub_info.topic_name}: {model}")
+            raise GeometryProblem("camera_info", f"CameraInfo on {self.info_topic}: {model}")
         return model
 
     def _pose(self, header: Header, settings: GeometrySettings) -> CameraPose:
@@ -265,7 +285,7 @@ class GeometryOutputs:
             try:
                 camera.check_image_size(*image_size)
             except CameraModelError as exc:
-                raise GeometryProblem("camera_info_size", f"CameraInfo on {self.sub_info.topic_name}: {exc}") from None
+                raise GeometryProblem("camera_info_size", f"CameraInfo on {self.info_topic}: {exc}") from None
             height, width = labels.shape
             out_camera = camera.scaled(width, height)
             if wanted["camera_info"]:
@@ -287,7 +307,7 @@ class GeometryOutputs:
             self._set_state(DiagnosticStatus.OK, "geometric outputs published")
         else:
             self._set_state(DiagnosticStatus.WARN, f"no CameraInfo stamped like the frame on "
-                            f"{self.sub_info.topic_name}: using the latest one")
+                            f"{self.info_topic}: using the latest one")
 
     def _publish_ground(self, header, labels, confidence, drivable, obstacle_lut, camera, settings, wanted) -> None:
         pose = self._pose(header, settings)
@@ -339,7 +359,7 @@ class GeometryOutputs:
                                   level=level, message=message, hardware_id="")
         pose_source = ("parameters" if settings and settings.pose is not None else "tf")
         status.values = [KeyValue(key=k, value=v) for k, v in (
-            ("camera_info_topic", self.sub_info.topic_name),
+            ("camera_info_topic", self.info_topic),
             ("base_frame", settings.base_frame if settings else ""),
             ("camera_pose_source", pose_source),
             ("frames_published_total", str(counts["published"])),

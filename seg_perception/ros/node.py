@@ -36,6 +36,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -262,12 +263,22 @@ class _Window:
             inference_mean=float(inf.mean()) if inf.size else float("nan"))
 
 
-class SegmentationNode(Node):
-    """Declares and validates parameters; `start()` loads the model and opens the topics."""
+class SegmentationMixin:
+    """What segmentation_node does, for a plain rclpy Node and for a managed (lifecycle) one.
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
-        super().__init__(node_name, **kwargs)
+    The steps map onto lifecycle transitions: load (configure: model, parameters), open_outputs
+    (configure: publishers), open_inputs (activate: subscriptions, worker, timers), close_inputs
+    (deactivate), close_outputs and unload (cleanup). The plain node runs them all at start.
+    """
+
+    #: A managed node lets the configure-time (read-only) parameters change while it is unconfigured.
+    CONFIGURE_TIME_WRITABLE = False
+
+    def _declare_parameters(self) -> None:
         for name, (ptype, default, extra) in PARAMETERS.items():
+            if self.CONFIGURE_TIME_WRITABLE and extra.get("read_only"):
+                extra = dict(extra, read_only=False,
+                             description=extra["description"] + " (configure time: set it while unconfigured)")
             desc = _descriptor(ptype, **extra)
             value = default if default is not None else Parameter.Type(ptype)
             try:
@@ -283,10 +294,20 @@ class SegmentationNode(Node):
         self._pending = None
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._timers: list = []
         self._bad_input_log: dict[str, list] = {}
         self._namesake_reported = False
         self.segmenter = None
         self.settings: Settings | None = None
+        self.sub = None
+        self.geometry: GeometryOutputs | None = None
+        self._outputs: list = []
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+
+    def _make_publisher(self, msg_type, topic: str, qos):
+        """A publisher for an output (a managed node makes lifecycle publishers)."""
+        return self.create_publisher(msg_type, topic, qos)
 
     # -- parameters -----------------------------------------------------------
     def _value(self, name: str):
@@ -311,6 +332,11 @@ class SegmentationNode(Node):
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Reject invalid runtime values with a reason; read-only and ranges are checked by rclpy."""
+        if self.segmenter is not None:
+            fixed = [p.name for p in params if p.name in PARAMETERS and p.name not in RUNTIME_PARAMETERS]
+            if fixed:
+                return SetParametersResult(successful=False, reason=(
+                    f"{', '.join(fixed)} can only change while the node is unconfigured (cleanup first)"))
         relevant = [p for p in params if p.name in RUNTIME_PARAMETERS]
         if not relevant or self.segmenter is None:
             return SetParametersResult(successful=True)
@@ -327,9 +353,9 @@ class SegmentationNode(Node):
         self.get_logger().info("parameters changed: " + ", ".join(
             f"{p.name}={_readable(p.value)}" for p in params if p.name in RUNTIME_PARAMETERS))
 
-    # -- start / stop -----------------------------------------------------------
-    def start(self) -> None:
-        """Load the model, validate the parameters against it and open the topics."""
+    # -- lifecycle steps ----------------------------------------------------------
+    def load(self) -> None:
+        """Load and warm the model and validate every parameter against it (StartupError)."""
         ro = self._read_only_values()
         from ..inference.segmenter import (  # torch is imported here
             InputError,
@@ -345,39 +371,40 @@ class SegmentationNode(Node):
         try:
             self.settings = build_settings(self._runtime_values(), self.segmenter.classes)
         except ValueError as exc:
-            raise StartupError(f"invalid parameter: {exc} (model {self.segmenter.model_path.name})") from None
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
+            self.segmenter = None
+            raise StartupError(f"invalid parameter: {exc} (model {Path(ro['model'] or 'driving').name})") from None
+        self._ro = ro
 
-        def qos(reliability: str, depth: int) -> QoSProfile:
-            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
-                              reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
-                                           else ReliabilityPolicy.BEST_EFFORT),
-                              durability=DurabilityPolicy.VOLATILE)
-
-        out_qos = qos(ro["output_qos_reliability"], ro["output_qos_depth"])
-        self.pub_labels = self.create_publisher(Image, "~/labels", out_qos)
-        self.pub_drivable = self.create_publisher(Image, "~/drivable_mask", out_qos)
-        self.pub_obstacle = self.create_publisher(Image, "~/obstacle_mask", out_qos)
-        self.pub_confidence = self.create_publisher(Image, "~/confidence", out_qos)
-        self.pub_overlay = self.create_publisher(Image, "~/overlay", out_qos)
+    def open_outputs(self) -> None:
+        ro = self._ro
+        out_qos = _qos(ro["output_qos_reliability"], ro["output_qos_depth"])
+        self.pub_labels = self._make_publisher(Image, "~/labels", out_qos)
+        self.pub_drivable = self._make_publisher(Image, "~/drivable_mask", out_qos)
+        self.pub_obstacle = self._make_publisher(Image, "~/obstacle_mask", out_qos)
+        self.pub_confidence = self._make_publisher(Image, "~/confidence", out_qos)
+        self.pub_overlay = self._make_publisher(Image, "~/overlay", out_qos)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.geometry = GeometryOutputs(self, out_qos=out_qos, info_qos=qos(ro["qos_reliability"], 10))
+        self.geometry = GeometryOutputs(self, out_qos=out_qos, make_publisher=self._make_publisher)
         self.pub_label_info = publish_label_info(self, self.segmenter.classes)
+        self._outputs = [p for p in (self.pub_labels, self.pub_drivable, self.pub_obstacle, self.pub_confidence,
+                                     self.pub_overlay, self.pub_diagnostics, self.pub_label_info) if p is not None]
 
-        in_qos = qos(ro["qos_reliability"], ro["qos_depth"])
+    def open_inputs(self) -> None:
+        ro = self._ro
+        in_qos = _qos(ro["qos_reliability"], ro["qos_depth"])
         self.compressed = ro["input_transport"] == "compressed"
+        self._stop.clear()
         if self.compressed:
             self.sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
         else:
             self.sub = self.create_subscription(Image, "image", self._on_image, in_qos)
-
+        self.geometry.open_input(_qos(ro["qos_reliability"], 10))
         self._log_window = _Window(self.stats)
         self._diag_window = _Window(self.stats)
         if ro["stats_period"] > 0:
-            self.create_timer(float(ro["stats_period"]), self._log_stats)
+            self._timers.append(self.create_timer(float(ro["stats_period"]), self._log_stats))
         if ro["diagnostics_period"] > 0:
-            self.create_timer(float(ro["diagnostics_period"]), self._publish_diagnostics)
+            self._timers.append(self.create_timer(float(ro["diagnostics_period"]), self._publish_diagnostics))
         self._worker = threading.Thread(target=self._work, name="segmentation-worker", daemon=True)
         self._worker.start()
         s = self.settings
@@ -388,6 +415,32 @@ class SegmentationNode(Node):
             f"publishing under {self.resolve_topic_name('~')}; drivable "
             f"{[names[i] for i in s.drivable_ids]}, obstacle {[names[i] for i in s.obstacle_ids]}"
             + ("; flip TTA on" if s.flip_tta else ""))
+
+    def close_inputs(self) -> None:
+        """Stop taking frames: the worker finishes its frame, subscriptions and timers go."""
+        self.stop()
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        if self.sub is not None:
+            self.destroy_subscription(self.sub)
+            self.sub = None
+        if self.geometry is not None:
+            self.geometry.close_input()
+        with self._cond:
+            self._pending = None
+
+    def close_outputs(self) -> None:
+        for pub in self._outputs:
+            self.destroy_publisher(pub)
+        self._outputs = []
+        if self.geometry is not None:
+            self.geometry.close_outputs()
+            self.geometry = None
+
+    def unload(self) -> None:
+        self.segmenter = None
+        self.settings = None
 
     def namesakes(self) -> int:
         """Other nodes in the ROS graph with this node's name and namespace."""
@@ -412,6 +465,7 @@ class SegmentationNode(Node):
             self._cond.notify_all()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=5.0)
+        self._worker = None
 
     # -- input --------------------------------------------------------------------
     def _on_image(self, msg) -> None:
@@ -564,6 +618,26 @@ class SegmentationNode(Node):
         msg = DiagnosticArray(status=[status, self.geometry.diagnostic_status(self.settings.geometry)])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(msg)
+
+
+class SegmentationNode(SegmentationMixin, Node):
+    """segmentation_node: declares and validates parameters; `start()` loads the model and opens the topics."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        Node.__init__(self, node_name, **kwargs)
+        self._declare_parameters()
+
+    def start(self) -> None:
+        self.load()
+        self.open_outputs()
+        self.open_inputs()
+
+
+def _qos(reliability: str, depth: int) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
+                      reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                                   else ReliabilityPolicy.BEST_EFFORT),
+                      durability=DurabilityPolicy.VOLATILE)
 
 
 def publish_label_info(node: Node, classes: ClassTable):
