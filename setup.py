@@ -1,5 +1,8 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """ament_python package: `colcon build` installs the node under lib/seg_perception and the
-launch, config and model files under share/seg_perception."""
+launch, config and model files under share/seg_perception.
+"""
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -19,7 +22,6 @@ setup(
         (f"share/{PACKAGE}/config/mappings", sorted(glob("config/mappings/*.yaml"))),
         (f"share/{PACKAGE}/config/cameras", sorted(glob("config/cameras/*.yaml"))),
         (f"share/{PACKAGE}/config/families", sorted(glob("config/families/*.yaml"))),
-        (f"share/{PACKAGE}/models", sorted(glob(f"{PACKAGE}/models/*.pt") + glob(f"{PACKAGE}/models/*.onnx"))),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

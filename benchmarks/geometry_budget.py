@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Cost of the geometric outputs per frame against the frame's segmentation time, in one run.
 
 The node's budget: all geometric outputs together (boundary, scan, obstacles, grid, the

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Every inference path the node can take, on the bundled real frames: latency
 per frame (Segmenter.segment, pre- and post-processing included) and label
 agreement with the CPU ONNX Runtime reference, with and without flip TTA.

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """CPU latency, parameters and FLOPs of segmentation models at 480x360 (batch 1).
 
 Prints a Markdown table. Not a test: figures depend on the machine.
@@ -72,7 +74,8 @@ def main() -> None:
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     print(f"batch 1, {w}x{h}, {args.threads} threads, torch {torch.__version__}; median (p95) ms\n")
-    print("| model | arch | params (M) | GMACs | val mIoU | PyTorch eager ms | ONNX Runtime ms | ONNX Runtime, flip TTA ms |")
+    print("| model | arch | params (M) | GMACs | val mIoU | PyTorch eager ms | ONNX Runtime ms "
+          "| ONNX Runtime, flip TTA ms |")
     print("|---|---|---|---|---|---|---|---|")
     for path in args.checkpoints:
         r = measure(path, threads=args.threads, runs=args.runs, width=w, height=h)

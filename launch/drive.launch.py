@@ -1,9 +1,11 @@
-"""Start segmentation_node on a camera, optionally with free_space_monitor on its grid.
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
+r"""Start segmentation_node on a camera, optionally with free_space_monitor on its grid.
 
     ros2 launch seg_perception drive.launch.py camera_topic:=/camera/image_raw
     ros2 launch seg_perception drive.launch.py namespace:=front device:=cuda
     ros2 launch seg_perception drive.launch.py params_file:=/path/my_params.yaml model:=/path/model.pt
-    ros2 launch seg_perception drive.launch.py camera_position:="[1.5, 0.0, 1.4]" \\
+    ros2 launch seg_perception drive.launch.py camera_position:="[1.5, 0.0, 1.4]" \
         camera_rpy:="[0.0, 0.08, 0.0]" free_space_monitor:=true
     ros2 launch seg_perception drive.launch.py managed:=true            # for a lifecycle manager
     ros2 launch seg_perception drive.launch.py managed:=true autostart:=true
@@ -13,13 +15,14 @@ model, device, base_frame and extrinsics arguments override the file's values wh
 The CameraInfo topic defaults to the camera topic's sibling, as image_transport names it
 (/camera/image_raw -> /camera/camera_info).
 """
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 
 def camera_info_topic(camera_topic: str) -> str:

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Rosbag2 files (mcap or sqlite3) for evaluation: writing labelled frames, reading them back.
 
 `make_bag` turns a labelled image folder into a bag with three topics that
@@ -92,7 +94,8 @@ def compressed_msg(ts, rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str, 
 
 def camera_info_msg(ts, width: int, height: int, stamp_ns: int, frame_id: str, camera=None):
     """CameraInfo with the image size and the intrinsics of `camera` (a geometry.CameraModel, scaled to
-    the image); without one K, P and D stay zero (K[0] == 0 is how ROS marks an uncalibrated camera)."""
+    the image); without one K, P and D stay zero (K[0] == 0 is how ROS marks an uncalibrated camera).
+    """
     zeros = lambda n: np.zeros(n, np.float64)  # noqa: E731
     RegionOfInterest = ts.types["sensor_msgs/msg/RegionOfInterest"]
     model, d, k, r, p = "", zeros(0), zeros(9), zeros(9), zeros(12)
@@ -379,7 +382,8 @@ def decode_image(msg, msgtype: str) -> np.ndarray:
 
 def decode_label(msg, msgtype: str) -> np.ndarray:
     """HxW uint8 class ids of a label Image (mono8/8UC1, or 16-bit with ids <= 255) or a PNG
-    CompressedImage. Lossy (JPEG) labels are refused: their ids would be wrong at edges."""
+    CompressedImage. Lossy (JPEG) labels are refused: their ids would be wrong at edges.
+    """
     if msgtype == COMPRESSED:
         fmt = str(msg.format).lower()
         if "jpeg" in fmt or "jpg" in fmt:

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Class mappings: translate a dataset's class ids into a model's class table.
 
 Datasets with different taxonomies train one model when each brings a mapping

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The class table: names, palette, ignore id and the drivable/obstacle groups.
 
 One object carries everything that gives meaning to a class id, so the model

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Raw and compressed camera image buffers <-> HxWx3 uint8 RGB arrays, without ROS.
 
 `decode_raw` takes the fields of a sensor_msgs/Image (encoding, width,
@@ -73,7 +75,9 @@ def _unknown(encoding: str) -> ImageFormatError:
 def _buffer(data) -> np.ndarray:
     """A flat uint8 view of bytes, bytearray, memoryview, array.array or ndarray (no copy)."""
     if isinstance(data, np.ndarray):
-        return data.reshape(-1).view(np.uint8) if data.flags.c_contiguous else np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        if data.flags.c_contiguous:
+            return data.reshape(-1).view(np.uint8)
+        return np.ascontiguousarray(data).view(np.uint8).reshape(-1)
     try:
         return np.frombuffer(data, np.uint8)
     except (TypeError, ValueError):

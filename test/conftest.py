@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Shared fixtures: an isolated ROS 2 environment per test (or module) and the node as a process."""
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ class _EnvPatch:
 
 def dds_env(tmp_path: Path, monkeypatch) -> dict:
     """This test's own DDS environment set through monkeypatch (undone after the test), with the repo
-    on PYTHONPATH for the processes it starts; returns the whole environment for subprocesses."""
+    on PYTHONPATH for the processes it starts; returns the whole environment for subprocesses.
+    """
     for key, value in _ros_env(tmp_path / "ros_home").items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
@@ -82,7 +85,8 @@ def module_ros_env(tmp_path_factory):
 
 class NodeProcess:
     """A node of the package (segmentation_node unless `module` says otherwise) started the way
-    launch_ros starts it: `python -m ... --ros-args ...`."""
+    launch_ros starts it: `python -m ... --ros-args ...`.
+    """
 
     def __init__(self, ros_args: list[str], log_path: Path, *, module: str = "seg_perception.ros.node") -> None:
         self.log_path = log_path

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """A known scene for the geometry tests: flat ground, upright boxes, a camera at a known pose.
 
 The label image is rendered by forward projection only: a dense set of rays (normalised

@@ -1,5 +1,8 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """evaluate-bag: offline scores equal `evaluate` on the same frames; live mode over real DDS into the
-segmentation node; mappings; report folder; errors."""
+segmentation node; mappings; report folder; errors.
+"""
 from __future__ import annotations
 
 import json
@@ -175,7 +178,8 @@ def _check_live_report(report: dict, offline: dict) -> None:
 @pytest.mark.parametrize("compression", ["none", "png"])
 def test_live_evaluation_over_dds(tmp_path, bag_path, folder_result, monkeypatch, compression):
     """The started node receives every frame replayed at 1 frame/s (a 2 frames/s bag at rate 0.5) and its
-    outputs are scored (raw Image, and CompressedImage through the node's compressed input)."""
+    outputs are scored (raw Image, and CompressedImage through the node's compressed input).
+    """
     env = dds_env(tmp_path, monkeypatch)
     if compression != "none":
         bag_path = tmp_path / "compressed"

@@ -1,9 +1,13 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """make-bag / bag reading / replay: real bag files (mcap and sqlite3) from the bundled CamVid frames,
-and a real DDS round trip for `replay`."""
+and a real DDS round trip for `replay`.
+"""
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -288,3 +292,57 @@ def test_replay_errors(small_bag, tmp_path, monkeypatch):
     assert r.returncode == 2 and "not of the form" in r.stderr
     r = cli("replay", tmp_path / "missing")
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_replay_keeps_its_arguments_from_rcl_and_answers_as_a_node(small_bag, tmp_path, monkeypatch):
+    """`replay`'s own `--remap old:=new` never reaches rcl (which would take it for a global remap);
+    ROS arguments go after --ros-args; each replay node has its own name and answers parameter
+    services (what `ros2 param dump` calls) while it plays.
+    """
+    env = dds_env(tmp_path, monkeypatch)
+    import rclpy
+    from rcl_interfaces.srv import ListParameters
+    from rclpy.executors import SingleThreadedExecutor
+
+    from seg_perception.ros.replay import init_context
+
+    monkeypatch.setattr(sys, "argv", ["seg-perception", "replay", "bag", "--remap", "/a:=/b"])
+    ctx = init_context()
+    node = rclpy.create_node("argv_probe", context=ctx)
+    try:
+        assert node.create_publisher(ListParameters.Request, "/a", 1).topic_name == "/a"
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+    def replay(*extra):
+        return subprocess.Popen([sys.executable, "-m", "seg_perception.cli", "replay", str(small_bag), "--loop",
+                                 "--no-progress", *extra], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    procs = [replay("--remap", "/camera/image_raw:=/a/image"), replay(),
+             replay("--ros-args", "-r", "__node:=front_replay")]
+    ctx = init_context()
+    probe = rclpy.create_node("replay_probe", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(probe)
+    try:
+        names = {f"bag_replay_{procs[0].pid}", f"bag_replay_{procs[1].pid}", "front_replay"}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not names <= {n for n, _ in probe.get_node_names_and_namespaces()}:
+            ex.spin_once(timeout_sec=0.2)
+        assert names <= {n for n, _ in probe.get_node_names_and_namespaces()}
+        for name in names:
+            client = probe.create_client(ListParameters, f"/{name}/list_parameters")
+            assert client.wait_for_service(timeout_sec=30)
+            future = client.call_async(ListParameters.Request())
+            ex.spin_until_future_complete(future, timeout_sec=30)
+            assert future.done() and "use_sim_time" in future.result().result.names, name
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+        ex.shutdown(timeout_sec=2)
+        probe.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    assert all("Traceback" not in out for out in outputs), outputs

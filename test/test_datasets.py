@@ -1,7 +1,10 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Datasets for training several taxonomies into one model: IDD-Lite read in its own layout from real
 frames, class mappings applied exactly, held-out drives that never meet train, multi-dataset batches
 drawn by weight, augmentation on the device that keeps labels on their pixels, and bad data refused
-with messages that name the file."""
+with messages that name the file.
+"""
 from __future__ import annotations
 
 import shutil

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """`seg-perception demo` end to end: a real node process, real DDS, the bundled CamVid frames."""
 from __future__ import annotations
 
@@ -101,7 +103,8 @@ def test_the_video_and_summary_are_written(demo_run):
 
 def test_the_bird_eye_view_comes_from_the_nodes_grid(demo_run):
     """The stated CamVid calibration goes into the bag's CameraInfo and the node's pose parameters; the
-    node's grid comes back for every frame and the free distance ahead is measured in it."""
+    node's grid comes back for every frame and the free distance ahead is measured in it.
+    """
     out, _ = demo_run
     s = json.loads((out / "summary.json").read_text())
     assert s["camera_calibration"].endswith("cameras/camvid.yaml")
@@ -111,7 +114,8 @@ def test_the_bird_eye_view_comes_from_the_nodes_grid(demo_run):
     # CamVid's val frames look down a street with traffic: some road is free ahead, never 40 m of it.
     assert 3.0 < free["min"] <= free["median"] < 30.0
     cmd = s["node_command"]
-    assert "camera_position:=[1.5, 0.0, 1.25]" in cmd and f"camera_info:={demo.DEMO_NAMESPACE}/camera/camera_info" in cmd
+    assert "camera_position:=[1.5, 0.0, 1.25]" in cmd
+    assert f"camera_info:={demo.DEMO_NAMESPACE}/camera/camera_info" in cmd
     from seg_perception.bags import Bag, typestore
     with Bag(out / "bag") as bag:
         _, msgtype, _, raw = next(bag.messages(["/camera/camera_info"]))
@@ -166,7 +170,7 @@ def test_demo_environment_keeps_the_users_settings(tmp_path):
     assert env["ROS_HOME"] == str((tmp_path / "ros_home").resolve())
     assert env["ROS_LOG_DIR"] == str((tmp_path / "ros_home" / "log").resolve())
     assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]) == demo.find_config_file("fastdds_large_frames.xml").resolve()
-    assert "<segment_size>16777216</segment_size>" in Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text()
+    assert "<segment_size>335544320</segment_size>" in Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text()
     assert "FASTDDS_DEFAULT_PROFILES_FILE" not in demo.demo_environment(
         tmp_path, {"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"})
     assert "FASTDDS_DEFAULT_PROFILES_FILE" not in demo.demo_environment(
@@ -182,7 +186,8 @@ def test_half_a_custom_dataset_is_refused(tmp_path):
 
 def test_bundled_idd_lite_frames_and_label_mappings(module_ros_env, tmp_path):
     """--samples idd_lite: Indian streets through the default (driving) model, scored in its own classes;
-    the mapping between the two shipped tables is found in both directions."""
+    the mapping between the two shipped tables is found in both directions.
+    """
     from seg_perception.classes import CAMVID, CITYSCAPES, DRIVING
     assert demo.ground_truth_mapping(DRIVING, DRIVING, "m") is None
     assert demo.ground_truth_mapping(DRIVING, CAMVID, "m").name == "driving_to_camvid.yaml"

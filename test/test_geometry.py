@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The ground-plane geometry against a scene whose truth is known (ROS-free).
 
 A camera at a known pose over flat ground, upright boxes at known places, the label
@@ -140,8 +142,10 @@ def test_grid_scan_and_obstacles_put_every_box_where_it_is(lens, pose_name):
 def _assert_behind_first_box(points: np.ndarray, camera_xy) -> None:
     """Points that are not on a box come from columns at a box's silhouette that see only its
     top (the first-blocked-pixel rule): they lie beyond the boxes, never nearer to the camera
-    than the nearest box, where they would cut free road short."""
-    corners = np.array([[x, y] for b in BOXES for x in np.linspace(b.x0, b.x1, 11) for y in np.linspace(b.y0, b.y1, 11)])
+    than the nearest box, where they would cut free road short.
+    """
+    corners = np.array([[x, y] for b in BOXES
+                        for x in np.linspace(b.x0, b.x1, 11) for y in np.linspace(b.y0, b.y1, 11)])
     nearest = np.hypot(*(corners - camera_xy).T).min()
     distances = np.hypot(points[:, 0] - camera_xy[0], points[:, 1] - camera_xy[1])
     assert (distances >= nearest - GRID.resolution).all(), points[distances < nearest - GRID.resolution]
@@ -286,7 +290,8 @@ def test_calibration_files_load_and_bad_ones_are_named(tmp_path):
 
 def test_predict_bev_draws_the_grid_and_reports_the_free_distance(tmp_path, capsys):
     """`seg-perception predict --bev` on real frames: a picture per frame, the free distance ahead, and a
-    calibration that cannot see the ground refused with the reason."""
+    calibration that cannot see the ground refused with the reason.
+    """
     from seg_perception.cli.main import main
     repo = __import__("pathlib").Path(__file__).resolve().parents[1]
     images = repo / "sample_data" / "camvid_val" / "images"

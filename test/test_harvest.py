@@ -1,5 +1,8 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """harvest: frames picked from a real bag (made from the bundled CamVid frames) by the shipped model's
-uncertainty, checked against the model's own outputs, written in the generic layout, and trained on."""
+uncertainty, checked against the model's own outputs, written in the generic layout, and trained on.
+"""
 from __future__ import annotations
 
 import csv

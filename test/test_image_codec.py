@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """image_codec: every encoding against OpenCV's conversions of a real frame, and every error."""
 from __future__ import annotations
 
@@ -202,7 +204,8 @@ def test_header_sizes_match_the_decoded_images(rgb):
 
 def test_fuzzed_compressed_images_raise_only_the_documented_error(rgb):
     """Thousands of mutated JPEG/PNG payloads and format strings: each decodes to an image or
-    raises ImageFormatError; nothing else escapes, and nothing beyond the limit is decoded."""
+    raises ImageFormatError; nothing else escapes, and nothing beyond the limit is decoded.
+    """
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
     seeds = [encode_compressed(rgb[:40, :48], "jpeg"), encode_compressed(rgb[:40, :48], "png"),

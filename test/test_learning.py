@@ -1,6 +1,9 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The learning loop on real CamVid frames: training lowers the loss for every
 model family, resume continues exactly, early stopping stops, and bad data
-or config fail with messages that name the culprit."""
+or config fail with messages that name the culprit.
+"""
 from __future__ import annotations
 
 import itertools

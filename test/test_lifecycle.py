@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """segmentation_lifecycle_node driven through every transition over real DDS, as a lifecycle manager would.
 
 The manager's side is the standard lifecycle services (~/get_state, ~/change_state) and the

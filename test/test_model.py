@@ -1,5 +1,8 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The shipped models and the inference core: accuracy on real CamVid and IDD-Lite frames,
-models by name, checkpoint metadata and its errors, ONNX export against PyTorch, metrics."""
+models by name, checkpoint metadata and its errors, ONNX export against PyTorch, metrics.
+"""
 from __future__ import annotations
 
 import json

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """segmentation_node end to end: a real node process, real DDS, real CamVid frames.
 
 One node process per input transport serves many checks (model loading
@@ -364,7 +366,8 @@ def test_bad_frames_are_skipped_and_the_node_goes_on(raw_node, frames):
 
 def test_a_changing_bad_encoding_is_logged_once_per_period(raw_node, frames):
     """The bad-input log limit is per kind of problem, not per message text: 30 frames with 30
-    made-up encodings within a second give one log line (with the count following later)."""
+    made-up encodings within a second give one log line (with the count following later).
+    """
     proc, probe = raw_node
     rgb = frames[0]
     start = int(probe.latest_diagnostics(after=time.monotonic())["skipped_total"])
@@ -380,7 +383,8 @@ def test_a_changing_bad_encoding_is_logged_once_per_period(raw_node, frames):
 
 def test_outputs_are_the_nodes_private_names_and_a_namesake_is_refused(raw_node, frames, tmp_path):
     """Outputs are ~/labels...: /segmentation/labels for the default name, /other/labels for a node
-    named other in the same namespace (no collision); a second /segmentation refuses to start."""
+    named other in the same namespace (no collision); a second /segmentation refuses to start.
+    """
     proc, probe = raw_node
     same = NodeProcess(node_args(params={"model": "camvid"}, remaps={"image": CAMERA}), tmp_path / "same.log")
     code = same.wait(timeout=START_TIMEOUT)
@@ -407,7 +411,8 @@ def test_outputs_are_the_nodes_private_names_and_a_namesake_is_refused(raw_node,
 
 def test_a_matched_publisher_without_frames_is_reported_with_the_fix(ros_env, start_node):
     """A camera matched but silent (as when its frames are too large for the transport): a WARN in
-    /diagnostics and a log line that say what to do."""
+    /diagnostics and a log line that say what to do.
+    """
     proc = start_node(node_args(params={"model": "camvid", "diagnostics_period": 0.5, "stats_period": 1.0},
                                 remaps={"image": CAMERA}))
     probe = Probe("silent")  # its raw publisher on CAMERA matches and never publishes
@@ -427,6 +432,31 @@ def test_a_matched_publisher_without_frames_is_reported_with_the_fix(ros_env, st
         probe.close()
 
 
+def test_standard_qos_overrides_apply_on_top_of_the_qos_parameters(ros_env, start_node):
+    """qos_overrides.<topic>.subscription/publisher.<policy> (ROS 2's standard QoS parameters) win over the
+    node's qos_* parameters, and show in the graph.
+    """
+    from rclpy.qos import ReliabilityPolicy
+    proc = start_node(node_args(params={
+        "model": "camvid", "qos_reliability": "best_effort",
+        f"qos_overrides.{CAMERA}.subscription.reliability": "reliable",
+        "qos_overrides./segmentation/labels.publisher.reliability": "best_effort"}, remaps={"image": CAMERA}))
+    probe = Probe("qos")
+    try:
+        assert wait_for(lambda: not proc.alive() or (probe.node.get_subscriptions_info_by_topic(CAMERA)
+                                                     and probe.node.get_publishers_info_by_topic(OUT + "labels")),
+                        START_TIMEOUT, probe.spin), proc.output()
+        sub = probe.node.get_subscriptions_info_by_topic(CAMERA)[0]
+        pub = probe.node.get_publishers_info_by_topic(OUT + "labels")[0]
+        assert sub.node_name == "segmentation", sub
+        assert sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE, (sub, proc.output())
+        assert pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        drivable = probe.node.get_publishers_info_by_topic(OUT + "drivable_mask")[0]
+        assert drivable.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # output_qos_reliability
+    finally:
+        probe.close()
+
+
 LARGE_FRAME_PUBLISHER = """
 import sys, time, numpy as np, rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -436,7 +466,8 @@ rclpy.init()
 node = rclpy.create_node("large_frame_probe")
 pub = node.create_publisher(Image, sys.argv[1], QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
 got = []
-node.create_subscription(Image, "/segmentation/labels", got.append, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+node.create_subscription(Image, "/segmentation/labels", got.append, reliable)
 rgb = np.zeros((2160, 3840, 3), np.uint8); rgb[1080:] = (90, 90, 90)
 msg = rgb_to_image(rgb, "rgb8"); msg.header.stamp.sec = 77
 deadline = time.monotonic() + float(sys.argv[2])
@@ -450,7 +481,8 @@ print("labels", got[0].width, got[0].height, got[0].header.stamp.sec if got else
 
 def test_4k_raw_frames_arrive_best_effort_with_the_shipped_profile(ros_env, start_node, monkeypatch, tmp_path):
     """A 3840x2160 rgb8 frame (25 MB) on the default best-effort input reaches the node when every
-    process uses config/fastdds_large_frames.xml."""
+    process uses config/fastdds_large_frames.xml.
+    """
     import subprocess
     import sys
 
@@ -527,7 +559,8 @@ def test_compressed_input(compressed_node, frames, library):
 @pytest.mark.parametrize("model", ["driving", None], ids=["by-name", "default"])
 def test_driving_model_by_name_and_by_default(model, ros_env, start_node):
     """model:=driving (and no model at all) loads the shipped 7-class model: the library's labels on Indian and
-    Cambridge streets, masks from its own groups (drivable; living things and vehicles)."""
+    Cambridge streets, masks from its own groups (drivable; living things and vehicles).
+    """
     from seg_perception.classes import DRIVING
     from seg_perception.learning.datasets import idd_lite
     params = {"qos_reliability": "reliable", "qos_depth": 5, **({"model": model} if model else {})}

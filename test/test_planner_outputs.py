@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The planner-facing outputs over real DDS: real CamVid frames with a CameraInfo, the node as a process.
 
 The geometry itself is checked against a known scene in test_geometry.py; here the node must
@@ -283,34 +285,34 @@ def test_camera_info_is_paired_by_stamp(geo_node, frames):
 
 def test_camera_info_follows_both_output_resolutions_with_binning_and_roi(geo_node, frames):
     proc, probe, _ = geo_node
-    # A 1920x1440 calibration, ROI of its middle 1920x1200 rows... binned 3x: 640x400 images.
-    rgb = cv2.resize(frames[0], (640, 400), interpolation=cv2.INTER_LINEAR)
-    full_f, full_cx, full_cy = 1200.0, 959.5, 719.5
-    roi = (0, 120, 1920, 1200)
+    # A 960x720 calibration, ROI of its middle 960x600 rows, binned 3x: 320x200 images.
+    rgb = cv2.resize(frames[0], (320, 200), interpolation=cv2.INTER_AREA)
+    full_f, full_cx, full_cy = 600.0, 479.5, 359.5
+    roi = (0, 60, 960, 600)
 
     def send() -> dict:
         header = probe.header()
-        info = camera_info(header, width=1920, height=1440, f=full_f, cx=full_cx, cy=full_cy, binning=3, roi=roi)
+        info = camera_info(header, width=960, height=720, f=full_f, cx=full_cx, cy=full_cy, binning=3, roi=roi)
         return probe.wait(probe.send(rgb, info, header), ("labels", "camera_info", "points"))
 
     out = send()
     info = out["camera_info"]
-    assert (info.width, info.height) == (640, 400) == (out["labels"].width, out["labels"].height)
-    assert (out["points"].width, out["points"].height) == (640, 400)
+    assert (info.width, info.height) == (320, 200) == (out["labels"].width, out["labels"].height)
+    assert (out["points"].width, out["points"].height) == (320, 200)
     np.testing.assert_allclose([info.k[0], info.k[2], info.k[4], info.k[5]],
-                               [full_f / 3, full_cx / 3, full_f / 3, (full_cy - 120) / 3])
+                               [full_f / 3, full_cx / 3, full_f / 3, (full_cy - 60) / 3])
     assert (info.binning_x, info.binning_y, info.roi.width) == (0, 0, 0)
     try:
         assert all(r.successful for r in probe.set_parameters(output_resolution="network"))
         out = send()
         info = out["camera_info"]
         w, h = out["labels"].width, out["labels"].height
-        assert (w, h) != (640, 400) and (info.width, info.height) == (w, h)
+        assert (w, h) != (320, 200) and (info.width, info.height) == (w, h)
         assert (out["points"].width, out["points"].height) == (w, h)
-        sx, sy = w / 640, h / 400
+        sx, sy = w / 320, h / 200
         np.testing.assert_allclose([info.k[0], info.k[2], info.k[4], info.k[5]],
                                    [full_f / 3 * sx, (full_cx / 3 + 0.5) * sx - 0.5,
-                                    full_f / 3 * sy, ((full_cy - 120) / 3 + 0.5) * sy - 0.5])
+                                    full_f / 3 * sy, ((full_cy - 60) / 3 + 0.5) * sy - 0.5])
         np.testing.assert_allclose(info.p[0], info.k[0])
     finally:
         assert all(r.successful for r in probe.set_parameters(output_resolution="input"))

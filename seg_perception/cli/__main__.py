@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """`python -m seg_perception.cli`: the `seg-perception` command without installing its script."""
 import sys
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The bag subcommands of `seg-perception`: make-bag, replay, evaluate-bag, harvest.
 
 Argument parsers and thin run functions over `bags`, `replay`, `bag_evaluation`,
@@ -39,7 +41,8 @@ def add_make_bag(sub) -> None:
     p.add_argument("--split", default="val", help="split folder (camvid, cityscapes; default val)")
     p.add_argument("--images", help="image folder (generic layout)")
     p.add_argument("--labels", help="label folder of class-id images (generic layout)")
-    p.add_argument("--classes", help="class table of the labels for the generic layout: camvid, cityscapes, driving or a "
+    p.add_argument("--classes", help="class table of the labels for the generic layout: camvid, cityscapes, "
+                                     "driving or a "
                                      "class YAML")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage (default mcap)")
     p.add_argument("--compression", choices=["none", "jpeg", "png"], default="none",
@@ -79,7 +82,8 @@ def add_replay(sub) -> None:
     p = sub.add_parser(
         "replay", help="publish a bag over DDS with its recorded timing (no ros2 bag needed)",
         description="Publish a bag's topics with the recorded spacing between messages, as recorded (serialised "
-                    "CDR, untouched). Ctrl-C stops.")
+                    "CDR, untouched). Ctrl-C stops. The node is bag_replay_<pid>; ROS arguments go after "
+                    "--ros-args (e.g. --ros-args -r __node:=front_replay).")
     p.add_argument("bag", help="rosbag2 folder, or a single .mcap/.db3 file")
     p.add_argument("--rate", type=float, default=1.0, help="speed factor (2 = twice as fast; default 1)")
     p.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
@@ -99,7 +103,8 @@ def run_replay(args) -> int:
     from ..ros.replay import parse_remaps, replay_bag
     stats = replay_bag(args.bag, topics=args.topics, remap=parse_remaps(args.remap), rate=args.rate,
                        start_offset=args.start_offset, loop=args.loop, reliability=args.qos, depth=args.depth,
-                       wait_subscribers=args.wait_subscribers, progress=not args.no_progress)
+                       wait_subscribers=args.wait_subscribers, progress=not args.no_progress,
+                       ros_args=getattr(args, "ros_args", ()))
     counts = ", ".join(f"{t} {n}" for t, n in stats.published.items())
     print(f"published {stats.total()} messages in {stats.wall_s:.1f} s ({counts})")
     return 0

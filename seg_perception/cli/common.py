@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Command-line pieces shared by `cli` and `cli_bags`: the model options and the segmenter they open."""
 from __future__ import annotations
 

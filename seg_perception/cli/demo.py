@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """`seg-perception demo`: the segmentation node on real camera frames, end to end over DDS.
 
 1. writes the bundled CamVid frames (`sample_data/camvid_val`; or the IDD-Lite ones,
@@ -245,7 +247,8 @@ class _Outputs:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                if stamp in self.labels and (not overlay or stamp in self.overlays) and (not grid or stamp in self.grids):
+                if (stamp in self.labels and (not overlay or stamp in self.overlays)
+                        and (not grid or stamp in self.grids)):
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0 or (alive is not None and not alive()):
@@ -577,7 +580,8 @@ def _panel(rgb: np.ndarray, title: str) -> np.ndarray:
 
 def side_by_side(frames, overlays, received, classes, gt, bev=None) -> list[np.ndarray]:
     """RGB frames: camera | ground truth (in the model's classes) | the node's overlay | the bird's-eye
-    view of its grid (where `bev` has it: stamp -> (grid values, GridSpec, free distance)), in bag order."""
+    view of its grid (where `bev` has it: stamp -> (grid values, GridSpec, free distance)), in bag order.
+    """
     from ..geometry.bev import draw_bev
     from ..inference.masks import colourise
     lut = classes.palette_array()

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """`seg-perception`: train, evaluate, predict, export, make-bag, replay, evaluate-bag, harvest, demo.
 
 Each subcommand is a thin argument parser over the ROS-free core; expected
@@ -161,7 +163,7 @@ def add_predict(sub) -> None:
 
 
 def _bird_eye(rgb, labels, seg, calibration, args, cache: dict):
-    """camera | overlay | bird's-eye grid of one image, and its free distance ahead (the node's maths)."""
+    """Camera | overlay | bird's-eye grid of one image, and its free distance ahead (the node's maths)."""
     import numpy as np
 
     from ..geometry import free_space
@@ -291,8 +293,8 @@ COMMANDS = {
     "predict": (add_predict, run_predict),
     "export": (add_export, run_export),
 }
-from .bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702  make-bag, replay, evaluate-bag, harvest
-from .demo import DEMO_COMMANDS; COMMANDS.update(DEMO_COMMANDS)  # noqa: E402,E702  demo
+from .bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702,I001  make-bag, replay, evaluate-bag, harvest
+from .demo import DEMO_COMMANDS; COMMANDS.update(DEMO_COMMANDS)  # noqa: E402,E702,I001  demo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,7 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ros_args = []
+    if "--ros-args" in argv:  # ROS arguments (for the commands that make a node) are not ours to parse
+        i = argv.index("--ros-args")
+        argv, ros_args = argv[:i], argv[i + 1:]
     args = build_parser().parse_args(argv)
+    args.ros_args = ros_args
     try:
         return COMMANDS[args.command][1](args)
     except EXPECTED_ERRORS as exc:

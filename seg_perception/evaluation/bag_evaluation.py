@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Scoring a model on a bag's images against the bag's ground-truth label topic.
 
 Offline mode runs the `Segmenter` on every image/label pair, through the same
@@ -57,13 +59,13 @@ class LabelMapper:
 
     @classmethod
     def load(cls, path: str | Path, classes: ClassTable) -> "LabelMapper":
-        """A class mapping file (`source`, `target`, `map`: see class_mapping), or a mapping of raw label ids:
+        """A class mapping file (`source`, `target`, `map`: see class_mapping), or a mapping of raw label ids.
 
-            mapping:          # label id in the bag -> model class id or name, or 'ignore'
-              7: Road
-              8: 4
-              0: ignore
-            unlisted: ignore  # ids not listed: 'ignore' them, or 'error' (the default)
+        mapping:          # label id in the bag -> model class id or name, or 'ignore'
+          7: Road
+          8: 4
+          0: ignore
+        unlisted: ignore  # ids not listed: 'ignore' them, or 'error' (the default)
         """
         path = Path(path)
         if not path.is_file():
@@ -491,7 +493,7 @@ def _score_live(bag, image_topic, label_topic, output_topic, classes, mapper, gt
                        + (f"; node log: {node_proc.tail()}" if node_proc else ""))
     _attach_sample_images(bag, image_topic, sample_frames)
     result = scores(cm, classes.names)
-    lat_ms = [l[1] for l in latencies]
+    lat_ms = [lat[1] for lat in latencies]
     span = (max(t for t, _ in first.values()) - published[order[0]]) if first else 0.0
     result.update({
         "confusion_matrix": cm.tolist(),
@@ -511,7 +513,7 @@ def _score_live(bag, image_topic, label_topic, output_topic, classes, mapper, gt
         "replay_max_lag_ms": play.max_lag_ms,
         "latency_ms": latency_summary(lat_ms),
         "latency_kind": "replay publish to output receipt (same host, monotonic clock)",
-        "latency_series": [[round(l[0], 4), l[1]] for l in latencies],
+        "latency_series": [[round(lat[0], 4), lat[1]] for lat in latencies],
         "model": model_identity(model_path, info),
         "node": {"started": bool(start_node), "output_topic": output_topic,
                  "command": node_proc.cmd if node_proc else None,

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Scoring a segmenter on labelled frames, and writing the result as JSON, a table and plots.
 
 `evaluate` (the learning loop) and the offline bag evaluation both go

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Confusion matrix and the scores derived from it (mIoU, per-class IoU, pixel accuracy)."""
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ def confusion_matrix(target: np.ndarray, pred: np.ndarray, num_classes: int, ign
 
 
 def scores(cm: np.ndarray, class_names=None) -> dict:
-    """mIoU over classes that occur in ground truth or prediction, per-class IoU, accuracy."""
+    """MIoU over classes that occur in ground truth or prediction, per-class IoU, accuracy."""
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
     gt = cm.sum(1)

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """PNG plots shared by `evaluate` and the bag report (matplotlib, no display needed)."""
 from __future__ import annotations
 

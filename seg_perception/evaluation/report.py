@@ -1,12 +1,14 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The `evaluate-bag` report folder: report.json, report.md and PNG plots.
 
-    report.json            every figure (see REPORT_KEYS), machine-readable
-    report.md              the same for people: summary, per-class table, skips, plots
-    confusion_matrix.png   row-normalised confusion matrix
-    per_class_iou.png      per-class IoU bars with the mIoU line
-    latency_histogram.png  distribution of per-frame latency
-    latency_over_time.png  latency of each frame against its time in the replay
-    samples.png            a few frames: camera | ground truth | prediction (class colours over the frame)
+report.json            every figure (see REPORT_KEYS), machine-readable
+report.md              the same for people: summary, per-class table, skips, plots
+confusion_matrix.png   row-normalised confusion matrix
+per_class_iou.png      per-class IoU bars with the mIoU line
+latency_histogram.png  distribution of per-frame latency
+latency_over_time.png  latency of each frame against its time in the replay
+samples.png            a few frames: camera | ground truth | prediction (class colours over the frame)
 """
 from __future__ import annotations
 

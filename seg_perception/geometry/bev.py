@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """A bird's-eye picture of one frame's occupancy grid, for the demo and for checking a calibration.
 
 Forward (+x) is up and left (+y) is left, as a driver sees the road from above; the vehicle's

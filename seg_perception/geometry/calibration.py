@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """A camera calibration file: intrinsics as ROS's camera_calibration writes them, plus the mount.
 
 The format is camera_calibration_parsers' YAML (what `ros2 run camera_calibration cameracalibrator`

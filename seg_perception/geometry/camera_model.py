@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The camera's intrinsics as a CameraInfo states them, for the image actually segmented.
 
 ROS-free: built from CameraInfo's fields (plain numbers), so the node, the CLI and the

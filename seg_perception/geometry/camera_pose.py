@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Where the camera is: the optical frame's pose in the planner's base frame.
 
 REP-103 conventions. The camera's body frame is x forward, y left, z up; its roll, pitch

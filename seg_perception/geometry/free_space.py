@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Per-frame planner outputs from a label image and a GroundProjection: only gathers and one scan per column.
 
 The free-space boundary of a column is the first pixel, scanning up from the bottom row
@@ -90,7 +92,8 @@ def obstacle_points(boundary: Boundary, obstacle_lut: np.ndarray) -> tuple[np.nd
 def occupancy(proj: GroundProjection, boundary: Boundary, obstacle_lut: np.ndarray,
               boundary_cost: int) -> np.ndarray:
     """OccupancyGrid data (int8, row-major): FREE below the boundary, LETHAL at obstacle contact
-    points, `boundary_cost` at other boundary points (kerb, wall...), UNKNOWN elsewhere."""
+    points, `boundary_cost` at other boundary points (kerb, wall...), UNKNOWN elsewhere.
+    """
     grid = np.full(proj.grid.width * proj.grid.height, UNKNOWN, np.int8)
     free = proj.cell_v > boundary.rows[proj.cell_u]
     grid[proj.cell_index[free]] = FREE

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Flat-ground projection tables for one camera, pose, output size and grid: built once, then gathered.
 
 Each pixel's ray through its centre is cut with the ground plane z = 0 of base_frame: the

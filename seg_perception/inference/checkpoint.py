@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """One-file model checkpoints: weights plus everything needed to use them.
 
 A checkpoint holds the architecture and its arguments, the class table
@@ -108,7 +110,8 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_failure(exc: BaseException) -> str:
     """Why torch.load refused a file, in one line, without torch's advice to retry with
-    weights_only=False (which would let the file run code)."""
+    weights_only=False (which would let the file run code).
+    """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     detail = next((line for line in lines if "Unsupported global" in line or "but got <class" in line
                    or line.startswith("Unsupported operand")), None)

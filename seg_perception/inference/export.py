@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Export a checkpoint to ONNX, carry its metadata along and check it against PyTorch."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """What planners consume, derived from a label image: class-group masks and the colour overlay."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Inference on one RGB frame: the single implementation behind the node,
 `predict`, `evaluate` and bag evaluation, so all of them give the same labels.
 

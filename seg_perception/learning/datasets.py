@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Labelled image folders: CamVid, Cityscapes, IDD-Lite and a generic layout.
 
 Each layout resolves to a sorted list of (image path, label path) pairs, the

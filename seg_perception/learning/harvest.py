@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Frames worth labelling, chosen from recorded drives (`seg-perception harvest`).
 
 Re-training on new data starts from recordings, and labelling time is the cost: the frames the model
@@ -129,7 +131,8 @@ class ScoredFrame:
 
 def camera_topic(bag: Bag, topic: str | None = None) -> str:
     """The topic asked for, or else the bag's only camera. A raw topic and its `/compressed` twin are
-    one camera: read from the raw topic (lossless) when the bag has it, else from the twin."""
+    one camera: read from the raw topic (lossless) when the bag has it, else from the twin.
+    """
     if topic:
         topic = bag.recorded_image_topic(topic)
         bag.require(topic, IMAGE_TYPES, role="image topic")

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Segmentation losses: cross-entropy, Dice and their sum, and knowledge distillation, all honouring the ignore id."""
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Model builders by name; every model maps an NCHW float image to NCHW logits.
 
 torchvision's segmentation builders are used where they exist (LR-ASPP,
@@ -87,7 +89,8 @@ FCN_BACKBONES = ("mobilenet_v3_large", "resnet18", "resnet50", "resnet101")
 def fcn(*, num_classes: int, backbone: str = "resnet50", aux_loss: bool = False,
         dropout: float | None = None) -> nn.Module:
     """FCN (torchvision's head and builders); backbone resnet50/101 (dilated, stride 8, the classic),
-    resnet18 (stride 32, as in FCN-32s) or mobilenet_v3_large (dilated, stride 16): the lighter two train on a CPU."""
+    resnet18 (stride 32, as in FCN-32s) or mobilenet_v3_large (dilated, stride 16): the lighter two train on a CPU.
+    """
     if backbone not in FCN_BACKBONES:
         raise UnknownModelError(f"fcn backbone '{backbone}' unknown; choose one of {list(FCN_BACKBONES)}")
     if backbone in ("resnet50", "resnet101"):
@@ -196,7 +199,8 @@ UNET_ENCODERS = ("classic", *EncoderUNet.ENCODERS)
 def unet(*, num_classes: int, backbone: str = "classic", base_channels: int = 32, depth: int = 4,
          dropout: float = 0.1) -> nn.Module:
     """U-Net: `classic` (Ronneberger's, trained from the pixels up) or a decoder on a mobilenet_v3_large or
-    resnet18 encoder (fewer operations at full resolution: what a CPU can train)."""
+    resnet18 encoder (fewer operations at full resolution: what a CPU can train).
+    """
     if backbone == "classic":
         return UNet(num_classes=num_classes, base_channels=base_channels, depth=depth, dropout=dropout)
     if backbone not in UNET_ENCODERS:

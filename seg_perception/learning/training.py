@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The training loop: data, augmentation, loss, optimiser, schedule, freezing,
 early stopping, checkpoints every epoch and resume.
 
@@ -173,14 +175,16 @@ class TrainConfig:
     def validate(self) -> None:
         self.crop = tuple(int(v) for v in self.crop)
         self.scale = tuple(float(v) for v in self.scale)
-        checks = [(getattr(self, key) in allowed, f"{key} '{getattr(self, key)}' unknown; choose one of {list(allowed)}")
+        checks = [(getattr(self, key) in allowed,
+                   f"{key} '{getattr(self, key)}' unknown; choose one of {list(allowed)}")
                   for key, allowed in CHOICES.items()]
         checks += [
             (self.lr > 0, "lr must be positive"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (len(self.crop) == 2 and min(self.crop) > 0, "crop must be two positive ints (width, height)"),
-            (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "scale must be (min, max) with 0 < min <= max"),
+            (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1],
+             "scale must be (min, max) with 0 < min <= max"),
             (self.freeze == "none" or self.init_from, "freeze needs init_from (a checkpoint to fine-tune)"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be between 0 and 1 (e.g. 0.999)"),
             (self.distill_weight >= 0 and self.distill_temperature > 0,
@@ -414,7 +418,8 @@ class Trainer:
             dataset = AugmentedPairs(self.train_images, self.train_labels, train_transform(**augment),
                                      self.mean, self.std)
             self.loader = DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=cfg.num_workers,
-                                     generator=gen, persistent_workers=cfg.num_workers > 0, pin_memory=self.device.type == "cuda")
+                                     generator=gen, persistent_workers=cfg.num_workers > 0,
+                                     pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = max(1, len(self.batch_sampler))
 
         self.epoch = 0
@@ -547,7 +552,8 @@ class Trainer:
         (self.out / "log.json").write_text(json.dumps(self.history, indent=1))
         if not self.history:
             return
-        keys = ["epoch", "step", "lr", "train_loss", "skipped_steps", "val_miou", "val_pixel_accuracy", "epoch_time_s", "elapsed_s"]
+        keys = ["epoch", "step", "lr", "train_loss", "skipped_steps", "val_miou", "val_pixel_accuracy",
+                "epoch_time_s", "elapsed_s"]
         sets = list(self.frames.val) if len(self.frames.val) > 1 else []
         set_keys = [f"val_miou_{n}" for n in sets]
         class_keys = [f"iou_{n}" for n in self.classes.names]

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """What a training run learns from and is judged on: one or several datasets in one class table.
 
 A run's `datasets` list names each source (its layout and folders), the mapping

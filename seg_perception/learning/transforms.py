@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Joint image/label augmentation (torchvision transforms v2) and normalisation.
 
 Geometric transforms move image and mask together; photometric ones touch the
@@ -55,7 +57,7 @@ BLUR_SIGMA = (0.3, 1.5)
 def train_transform(*, crop: tuple[int, int], scale: tuple[float, float] = (0.75, 1.5),
                     hflip: float = 0.5, jitter: float = 0.2, blur: float = 0.0, noise: float = 0.0,
                     ignore_index: int = 255) -> v2.Compose:
-    """crop is (width, height) like every size in this package."""
+    """Crop is (width, height) like every size in this package."""
     w, h = crop
     steps = [RandomScale(scale),
              v2.RandomCrop((h, w), pad_if_needed=True,

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """`free_space_monitor`: an example planning node on segmentation_node's contract, small enough to copy.
 
 Subscribes to `segmentation/grid` (or `segmentation/scan`), measures the free distance along a
@@ -47,7 +49,8 @@ class FreeSpaceMonitor(Node):
             type=d.PARAMETER_STRING, read_only=True, additional_constraints="one of: grid, scan",
             description="Subscribe to segmentation/grid (OccupancyGrid) or segmentation/scan (LaserScan)"))
         self.declare_parameter("corridor_width", 2.0, ParameterDescriptor(
-            type=d.PARAMETER_DOUBLE, description="Corridor width [m] centred on the frame's x axis (the vehicle's width)",
+            type=d.PARAMETER_DOUBLE,
+            description="Corridor width [m] centred on the frame's x axis (the vehicle's width)",
             floating_point_range=[FloatingPointRange(from_value=0.1, to_value=20.0, step=0.0)]))
         self.declare_parameter("corridor_start", 0.0, ParameterDescriptor(
             type=d.PARAMETER_DOUBLE, description="x [m] where the corridor starts (the vehicle's front)",

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """The node's planner-facing outputs: CameraInfo pairing, extrinsics (parameters or TF) and publishing.
 
 The maths lives in seg_perception.geometry (ROS-free); this module decides what a frame
@@ -17,6 +19,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterType
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, LaserScan, PointCloud2
 from std_msgs.msg import Header
 
@@ -170,7 +173,8 @@ class GeometryOutputs:
 
     # -- inputs ---------------------------------------------------------------------
     def open_input(self, info_qos) -> None:
-        self.sub_info = self.node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos)
+        self.sub_info = self.node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos,
+                                                      qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.info_topic = self.sub_info.topic_name
 
     def close_input(self) -> None:

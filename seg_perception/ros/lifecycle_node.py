@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """`segmentation_lifecycle_node`: segmentation_node as a ROS 2 managed node (rclpy.lifecycle).
 
 Same parameters and topics as segmentation_node. It starts unconfigured, or configures and
@@ -19,6 +21,7 @@ cannot answer bond heartbeats; the manager then drives the transitions without a
 """
 from __future__ import annotations
 
+import copy
 import sys
 
 import rclpy
@@ -28,7 +31,7 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.logging import get_logger
 
-from .node import NODE_NAME, SegmentationMixin, StartupError
+from .node import NODE_NAME, QOS_OVERRIDES, SegmentationMixin, StartupError
 from .signals import ignore_late_interrupts, interrupt_once
 
 
@@ -45,7 +48,7 @@ class SegmentationLifecycleNode(SegmentationMixin, LifecycleNode):
             description="Configure and activate at start (true), or wait for a lifecycle manager (false)"))
 
     def _make_publisher(self, msg_type, topic: str, qos):
-        return self.create_lifecycle_publisher(msg_type, topic, qos)
+        return self.create_lifecycle_publisher(msg_type, topic, copy.copy(qos), qos_overriding_options=QOS_OVERRIDES)
 
     def _release(self) -> None:
         """Whatever is open, closed: inputs, outputs, the model."""

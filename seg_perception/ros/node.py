@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """`segmentation_node`: camera images in; class labels, drivable/obstacle masks,
 confidence and a colour overlay out.
 
@@ -29,6 +31,7 @@ frames that cannot be decoded or segmented count as skipped (and are logged).
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 import sys
@@ -60,6 +63,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..classes import ClassTable, ClassTableError
@@ -79,6 +83,10 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 TRANSPORTS = ("raw", "compressed")
 RESOLUTIONS = ("input", "network")
 RELIABILITIES = ("best_effort", "reliable")
+#: Topics whose QoS the standard qos_overrides.<topic>.{publisher,subscription}.<policy> parameters
+#: (read-only, given at start) override on top of the qos_* parameters: reliability, durability,
+#: history, depth, deadline, liveliness...
+QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
 #: What to do when a publisher is matched but its frames never arrive (large raw frames).
 NO_FRAMES_FIX = ("frames larger than the DDS transport carries are lost whole with best-effort input (a 4K rgb8 "
                  "frame is 25 MB); give every process on the host the shipped profile: export "
@@ -306,8 +314,11 @@ class SegmentationMixin:
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
     def _make_publisher(self, msg_type, topic: str, qos):
-        """A publisher for an output (a managed node makes lifecycle publishers)."""
-        return self.create_publisher(msg_type, topic, qos)
+        """A publisher for an output (a managed node makes lifecycle publishers); its QoS can be
+        overridden with ROS 2's standard qos_overrides.<topic>.publisher.<policy> parameters.
+        """
+        # a copy: rclpy writes the overrides into the profile it is given, which the next output shares
+        return self.create_publisher(msg_type, topic, copy.copy(qos), qos_overriding_options=QOS_OVERRIDES)
 
     # -- parameters -----------------------------------------------------------
     def _value(self, name: str):
@@ -395,9 +406,11 @@ class SegmentationMixin:
         self.compressed = ro["input_transport"] == "compressed"
         self._stop.clear()
         if self.compressed:
-            self.sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
+            self.sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos,
+                                                qos_overriding_options=QOS_OVERRIDES)
         else:
-            self.sub = self.create_subscription(Image, "image", self._on_image, in_qos)
+            self.sub = self.create_subscription(Image, "image", self._on_image, in_qos,
+                                                qos_overriding_options=QOS_OVERRIDES)
         self.geometry.open_input(_qos(ro["qos_reliability"], 10))
         self._log_window = _Window(self.stats)
         self._diag_window = _Window(self.stats)
@@ -642,7 +655,8 @@ def _qos(reliability: str, depth: int) -> QoSProfile:
 
 def publish_label_info(node: Node, classes: ClassTable):
     """Latch the class table on segmentation/label_info (vision_msgs/LabelInfo, transient local), as
-    Nav2's semantic segmentation layer reads it; only where vision_msgs is installed."""
+    Nav2's semantic segmentation layer reads it; only where vision_msgs is installed.
+    """
     try:
         from vision_msgs.msg import LabelInfo, VisionClass
     except ImportError:

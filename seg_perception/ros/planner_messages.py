@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """ROS messages of the planner-facing outputs, built from the geometry core's arrays."""
 from __future__ import annotations
 

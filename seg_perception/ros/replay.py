@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Publishing a bag over DDS with its recorded timing, for machines without `ros2 bag play`.
 
 Messages go out as the bag stores them: the serialised CDR bytes are handed to
@@ -9,6 +11,7 @@ be importable.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import threading
 import time
@@ -49,16 +52,22 @@ def import_rclpy():
         raise BagError(f"rclpy is not importable ({exc}); source a ROS 2 installation first") from None
 
 
-def init_context(rclpy=None):
-    """A private rclpy context (so this code can share a process with other rclpy users)."""
+def init_context(rclpy=None, ros_args=()):
+    """A private rclpy context (so this code can share a process with other rclpy users).
+
+    rcl sees only `ros_args` (what followed --ros-args on the command line), never the
+    command's own arguments: left to itself it would read sys.argv and take `old:=new` there
+    for a global remapping.
+    """
     rclpy = rclpy or import_rclpy()
     from rclpy.context import Context
     ctx = Context()
+    args = ["seg-perception", *(["--ros-args", *ros_args] if ros_args else [])]
     try:
         from rclpy.signals import SignalHandlerOptions
-        rclpy.init(context=ctx, signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(context=ctx, args=args, signal_handler_options=SignalHandlerOptions.NO)
     except (ImportError, TypeError):
-        rclpy.init(context=ctx)
+        rclpy.init(context=ctx, args=args)
     return ctx
 
 
@@ -205,12 +214,21 @@ def _has_header(msgtype: str) -> bool:
 
 
 def replay_bag(path, *, topics=None, remap=None, rate=1.0, start_offset=0.0, loop=False,
-               reliability="reliable", depth=10, wait_subscribers=0.0, progress=True) -> PlayStats:
-    """The `replay` command: open the bag, publish it, shut down cleanly (Ctrl-C stops it)."""
+               reliability="reliable", depth=10, wait_subscribers=0.0, progress=True, ros_args=()) -> PlayStats:
+    """The `replay` command: open the bag, publish it, shut down cleanly (Ctrl-C stops it).
+
+    The node is `bag_replay_<pid>` (two replays never share a name; `--ros-args -r __node:=NAME`
+    renames it) and is spun while it plays, so its parameter services answer (ros2 param dump).
+    """
     rclpy = import_rclpy()
+    from rclpy.executors import SingleThreadedExecutor
     with Bag(path) as bag:
-        ctx = init_context(rclpy)
-        node = rclpy.create_node("bag_replay", context=ctx)
+        ctx = init_context(rclpy, ros_args)
+        node = rclpy.create_node(f"bag_replay_{os.getpid()}", context=ctx)
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        spinner = threading.Thread(target=_spin_quietly, args=(executor,), name="replay-services", daemon=True)
+        spinner.start()
         stop = threading.Event()
         try:
             player = Replayer(bag, node=node, topics=topics, remap=parse_remaps(remap) if isinstance(remap, list)
@@ -228,5 +246,15 @@ def replay_bag(path, *, topics=None, remap=None, rate=1.0, start_offset=0.0, loo
                 stop.set()
                 raise
         finally:
+            executor.shutdown(timeout_sec=2.0)
+            spinner.join(timeout=2.0)
             node.destroy_node()
             rclpy.try_shutdown(context=ctx)
+
+
+def _spin_quietly(executor) -> None:
+    """Serve the node's services until the executor is shut down."""
+    try:
+        executor.spin()
+    except Exception:  # the context went down under it: replay is over
+        pass

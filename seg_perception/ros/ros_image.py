@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """sensor_msgs Image / CompressedImage <-> numpy, a thin layer over `image_codec`.
 
 No cv_bridge: the buffers are read in place (rclpy hands uint8[] fields over

@@ -1,3 +1,5 @@
+# Copyright 2026 The seg_perception authors
+# SPDX-License-Identifier: Apache-2.0
 """Ctrl-C handling shared by the package's node executables.
 
 Ctrl-C reaches every process of the terminal's group and launch forwards one more SIGINT
