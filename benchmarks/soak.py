@@ -39,7 +39,7 @@ def main() -> int:
     args = ap.parse_args()
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 30))
+    os.environ.setdefault("ROS_DOMAIN_ID", "101")  # above the tests' 1..100
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_frames.xml"))
     import rclpy
     from rclpy.executors import SingleThreadedExecutor

@@ -309,3 +309,61 @@ def test_predict_bev_draws_the_grid_and_reports_the_free_distance(tmp_path, caps
     code = main(["predict", "--input", str(images), "--output", str(tmp_path / "up"), "--bev",
                  str(repo / "config" / "cameras" / "camvid.yaml"), "--camera-rpy", "0", "-0.6", "0", "--no-progress"])
     assert code == 2 and "above the horizon" in capsys.readouterr().err
+
+
+def test_fuzzed_camera_info_and_extrinsics_raise_only_the_documented_errors():
+    """Thousands of generated CameraInfo fields and poses: a model, or CameraModelError / CameraPoseError /
+    GroundProjectionError; nothing else escapes."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.integers(-10**6, 10**6))
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(width=st.integers(-5, 5000), height=st.integers(-5, 5000), k=st.lists(numbers, min_size=0, max_size=12),
+           d=st.lists(numbers, max_size=10), model=st.sampled_from(["plumb_bob", "rational_polynomial", "equidistant",
+                                                                       "", "none", "kannala_brandt", "x" * 50]),
+           binning=st.integers(-2, 8), roi=st.tuples(*[st.integers(-10, 6000)] * 4),
+           position=st.lists(numbers, min_size=0, max_size=4), rpy=st.lists(numbers, min_size=3, max_size=3))
+    def check(width, height, k, d, model, binning, roi, position, rpy):
+        try:
+            camera = CameraModel.from_camera_info(width=width, height=height, k=k, d=d, distortion_model=model,
+                                                  binning_x=binning, binning_y=binning, roi=roi)
+        except CameraModelError:
+            return
+        assert camera.width > 0 and camera.height > 0 and np.isfinite(camera.K).all()
+        try:
+            pose = CameraPose.from_position_rpy(position, rpy)
+        except CameraPoseError:
+            return
+        small = camera.scaled(min(camera.width, 64), min(camera.height, 48))
+        try:
+            GroundProjection(small, pose, max_range=30.0, grid=GridSpec(resolution=0.5))
+        except GroundProjectionError:
+            return
+
+    check()
+
+
+def test_fuzzed_node_parameters_raise_only_value_errors():
+    """The node's runtime parameter validation on generated values: Settings, or a ValueError that names
+    the parameter; nothing else escapes."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from seg_perception.classes import CAMVID
+    from seg_perception.ros.node import PARAMETERS, RUNTIME_PARAMETERS, build_settings
+    defaults = {n: (v[1] if v[1] is not None else []) for n, v in PARAMETERS.items() if n in RUNTIME_PARAMETERS}
+    anything = st.one_of(st.floats(), st.integers(-10**9, 10**9), st.text(max_size=12), st.booleans(),
+                         st.lists(st.floats(), max_size=4), st.lists(st.integers(-300, 300), max_size=40),
+                         st.lists(st.sampled_from(list(CAMVID.names) + ["Unicorn", ""]), max_size=4))
+
+    @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(changes=st.dictionaries(st.sampled_from(sorted(defaults)), anything, max_size=4))
+    def check(changes):
+        values = dict(defaults, **changes)
+        try:
+            build_settings(values, CAMVID)
+        except ValueError as exc:
+            assert str(exc)
+
+    check()

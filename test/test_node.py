@@ -304,6 +304,69 @@ def test_runtime_parameters(raw_node, frames):
                                   np.where(np.isin(labels, CAMVID.ids(["Road", "Pavement"])), 255, 0))
     assert probe.set_parameters(drivable_classes=[])[0].successful
     assert "parameters changed" in proc.output()
+    # an array is logged as written, not as array('q', [...])
+    palette = [int(v) for v in CAMVID.palette_array()[:CAMVID.num_classes].reshape(-1)]
+    assert probe.set_parameters(palette=palette)[0].successful
+    assert wait_for(lambda: f"palette={palette}" in proc.output(), 10.0, probe.spin), proc.output()[-2000:]
+    assert "array(" not in proc.output()
+    assert probe.set_parameters(palette=[])[0].successful
+
+
+def _dump(probe) -> dict:
+    """What `ros2 param dump` does: list every parameter, get them all in one request."""
+    from rcl_interfaces.srv import GetParameters, ListParameters
+    from rclpy.parameter import parameter_value_to_python
+    lister = probe.node.create_client(ListParameters, "/segmentation/list_parameters")
+    getter = probe.node.create_client(GetParameters, "/segmentation/get_parameters")
+    assert lister.wait_for_service(timeout_sec=30) and getter.wait_for_service(timeout_sec=30)
+    future = lister.call_async(ListParameters.Request())
+    assert wait_for(future.done, 30, probe.spin)
+    names = list(future.result().result.names)
+    future = getter.call_async(GetParameters.Request(names=names))
+    assert wait_for(future.done, 30, probe.spin)
+    values = future.result().values
+    assert len(values) == len(names), f"get_parameters answered {len(values)} of {len(names)} names"
+    return {n: parameter_value_to_python(v) for n, v in zip(names, values)}
+
+
+def test_every_parameter_dumps_and_the_dump_loads_back(raw_node, frames, tmp_path):
+    """All parameters, arrays included, answer one get_parameters request (ros2 param dump, rqt), and a
+    node started from the dump has the same values."""
+    import yaml
+    proc, probe = raw_node
+    assert probe.set_parameters(obstacle_classes=["Car", "Pedestrian"], overlay_alpha=0.7)[0].successful
+    try:
+        dumped = _dump(probe)
+    finally:
+        assert probe.set_parameters(obstacle_classes=[], overlay_alpha=0.5)[0].successful
+    for name in ("drivable_classes", "palette", "camera_position", "camera_rpy", "model", "max_range"):
+        assert name in dumped, name
+    assert dumped["obstacle_classes"] == ["Car", "Pedestrian"] and dumped["camera_position"] == []
+    # the dump as ros2 param dump writes it (dotted names nested), loaded by a second node
+    nested: dict = {}
+    for name, value in dumped.items():
+        *path, leaf = name.split(".") if not name.startswith("qos_overrides.") else (
+            ["qos_overrides", name[len("qos_overrides."):].rsplit(".", 2)[0], *name.rsplit(".", 2)[1:]])
+        node = nested
+        for key in path:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    params = tmp_path / "dump.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
+    other = NodeProcess(["--params-file", str(params), "-r", "__ns:=/reloaded", "-r", f"image:={CAMERA}"],
+                        tmp_path / "reloaded.log")
+    try:
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+        getter = probe.node.create_client(GetParameters, "/reloaded/segmentation/get_parameters")
+        assert getter.wait_for_service(timeout_sec=START_TIMEOUT), other.output()
+        names = [n for n in dumped if not n.startswith("qos_overrides.")]
+        future = getter.call_async(GetParameters.Request(names=names))
+        assert wait_for(future.done, 30, probe.spin)
+        reloaded = {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values)}
+        assert reloaded == {n: dumped[n] for n in names}
+    finally:
+        other.stop()
 
 
 def test_flip_tta_switches_at_runtime(raw_node, frames, library):
@@ -586,7 +649,7 @@ def test_driving_model_by_name_and_by_default(model, ros_env, start_node):
 
 
 @pytest.mark.parametrize("case", ["missing model", "corrupt model", "unknown model name", "unknown class",
-                                  "bad device"])
+                                  "bad device", "bad value at declaration"])
 def test_start_up_errors_exit_non_zero_with_a_clear_message(case, ros_env, start_node, tmp_path):
     params, expect = {
         "missing model": ({"model": str(tmp_path / "nope.pt")}, "does not exist"),
@@ -594,14 +657,17 @@ def test_start_up_errors_exit_non_zero_with_a_clear_message(case, ros_env, start
         "unknown model name": ({"model": "highway"}, "unknown model 'highway': not a shipped model (camvid, driving)"),
         "unknown class": ({"drivable_classes": "['drivable','Unicorn']"}, "unknown class 'Unicorn'"),
         "bad device": ({"device": "gpu"}, "parameter 'device' is 'gpu'"),
+        # refused while the node is being made: the error still names the node with its namespace
+        "bad value at declaration": ({"threads": -5}, "[startup_ns.segmentation]: parameter 'threads'"),
     }[case]
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
-    proc = start_node(node_args(params=params, remaps={"image": CAMERA}))
+    proc = start_node(node_args(params=params, remaps={"image": CAMERA, "__ns": "/startup_ns"}))
     code = proc.wait(timeout=START_TIMEOUT)
     out = proc.output()
     assert code != 0, out
     assert expect in out, out
     assert "[ERROR]" in out and "Traceback" not in out, out
+    assert "weights_only=False" not in out  # no advice to load untrusted files unsafely
 
 
 def test_predict_command_gives_the_nodes_labels(raw_node, frames, tmp_path):

@@ -190,11 +190,40 @@ class Settings:
     geometry: GeometrySettings
 
 
+_TYPE_CHECKS = {
+    ParameterType.PARAMETER_BOOL: ("a bool", lambda v: isinstance(v, bool)),
+    ParameterType.PARAMETER_INTEGER: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    ParameterType.PARAMETER_DOUBLE: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    ParameterType.PARAMETER_STRING: ("a string", lambda v: isinstance(v, str)),
+    ParameterType.PARAMETER_STRING_ARRAY: ("a list of strings",
+                                           lambda v: _is_list(v) and all(isinstance(x, str) for x in v)),
+    ParameterType.PARAMETER_INTEGER_ARRAY: ("a list of integers", lambda v: _is_list(v) and all(
+        isinstance(x, int) and not isinstance(x, bool) for x in v)),
+    ParameterType.PARAMETER_DOUBLE_ARRAY: ("a list of numbers", lambda v: _is_list(v) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)),
+}
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "array"
+
+
+def _check_types(values: dict) -> None:
+    """ValueError naming the parameter for a value of the wrong type (rclpy checks the node's own
+    parameters first; this keeps the validation whole for any caller)."""
+    for name, value in values.items():
+        if name in PARAMETERS and value is not None:
+            kind, ok = _TYPE_CHECKS[PARAMETERS[name][0]]
+            if not ok(value):
+                raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
 def build_settings(values: dict, classes: ClassTable) -> Settings:
     """Validate runtime parameter values against the model's class table.
 
     Raises ValueError (ClassTableError included) with a message naming the parameter.
     """
+    _check_types(values)
     res = values["output_resolution"]
     if res not in RESOLUTIONS:
         raise ValueError(f"output_resolution '{res}' unknown; choose one of {list(RESOLUTIONS)}")
