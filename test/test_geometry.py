@@ -313,7 +313,8 @@ def test_predict_bev_draws_the_grid_and_reports_the_free_distance(tmp_path, caps
 
 def test_fuzzed_camera_info_and_extrinsics_raise_only_the_documented_errors():
     """Thousands of generated CameraInfo fields and poses: a model, or CameraModelError / CameraPoseError /
-    GroundProjectionError; nothing else escapes."""
+    GroundProjectionError; nothing else escapes.
+    """
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
     numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.integers(-10**6, 10**6))
@@ -346,7 +347,8 @@ def test_fuzzed_camera_info_and_extrinsics_raise_only_the_documented_errors():
 
 def test_fuzzed_node_parameters_raise_only_value_errors():
     """The node's runtime parameter validation on generated values: Settings, or a ValueError that names
-    the parameter; nothing else escapes."""
+    the parameter; nothing else escapes.
+    """
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 

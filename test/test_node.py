@@ -331,7 +331,8 @@ def _dump(probe) -> dict:
 
 def test_every_parameter_dumps_and_the_dump_loads_back(raw_node, frames, tmp_path):
     """All parameters, arrays included, answer one get_parameters request (ros2 param dump, rqt), and a
-    node started from the dump has the same values."""
+    node started from the dump has the same values.
+    """
     import yaml
     proc, probe = raw_node
     assert probe.set_parameters(obstacle_classes=["Car", "Pedestrian"], overlay_alpha=0.7)[0].successful
@@ -491,6 +492,13 @@ def test_a_matched_publisher_without_frames_is_reported_with_the_fix(ros_env, st
         assert diag.level == DiagnosticStatus.WARN, diag
         assert "although 1 publisher(s) matched" in diag.message and "fastdds_large_frames.xml" in diag.message
         assert wait_for(lambda: "although 1 publisher is matched" in proc.output(), 10.0, probe.spin), proc.output()
+        # a window with only a bad frame: the statistics line says n/a, not "nan ms"
+        bad = rgb_to_image(np.zeros((8, 8, 3), np.uint8), "rgb8", probe.header())
+        bad.encoding = "32FC1"
+        probe.send(bad)
+        assert wait_for(lambda: "latency mean n/a p95 n/a (inference n/a)" in proc.output(), 15.0, probe.spin), \
+            proc.output()
+        assert "nan ms" not in proc.output()
     finally:
         probe.close()
 

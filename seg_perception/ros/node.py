@@ -210,7 +210,8 @@ def _is_list(value) -> bool:
 
 def _check_types(values: dict) -> None:
     """ValueError naming the parameter for a value of the wrong type (rclpy checks the node's own
-    parameters first; this keeps the validation whole for any caller)."""
+    parameters first; this keeps the validation whole for any caller).
+    """
     for name, value in values.items():
         if name in PARAMETERS and value is not None:
             kind, ok = _TYPE_CHECKS[PARAMETERS[name][0]]
