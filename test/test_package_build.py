@@ -76,7 +76,8 @@ def test_colcon_build_installs_the_expected_tree(workspace):
         share / "config" / "nav2_costmap_example.yaml",
     ]
     manifest = (share / "package.xml").read_text()
-    for dep in ("ros2launch", "launch_ros", "lifecycle_msgs", "nav_msgs", "tf2_ros"):  # what the launch file and nodes use
+    # what the launch file and the nodes use
+    for dep in ("ros2launch", "launch_ros", "lifecycle_msgs", "nav_msgs", "tf2_ros"):
         assert f"<exec_depend>{dep}</exec_depend>" in manifest, dep
     missing = [str(p.relative_to(install)) for p in expected if not p.is_file()]
     assert not missing, f"not installed: {missing}"
