@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from model_latency import time_it  # noqa: E402  (benchmarks/, next to this script)
 from std_msgs.msg import Header  # noqa: E402
 
 from seg_perception.geometry import free_space  # noqa: E402
@@ -37,13 +37,7 @@ from seg_perception.ros import planner_messages as messages  # noqa: E402
 
 
 def median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return time_it(fn, warmup=1, runs=runs)[0]
 
 
 def main() -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import rclpy
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -29,14 +28,13 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     ParameterType,
 )
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import LaserScan, Range
 from std_msgs.msg import Bool
 
 from ..geometry.free_space import grid_free_distance, scan_free_distance
-from .signals import ignore_late_interrupts, interrupt_once
+from .executable import run_node
 
 NODE_NAME = "free_space_monitor"
 
@@ -108,27 +106,8 @@ class FreeSpaceMonitor(Node):
 
 
 def main(args=None) -> int:
-    interrupt_once()
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = FreeSpaceMonitor()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:
-        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        code = 1
-    finally:
-        if node is not None:
-            try:
-                node.destroy_node()
-            except Exception:  # already torn down by a second signal
-                pass
-        rclpy.try_shutdown()
-        ignore_late_interrupts()
-    return code
+    """Entry point of `free_space_monitor`: 0 on a clean shutdown, 1 on a bad parameter."""
+    return run_node(FreeSpaceMonitor, logger_name=NODE_NAME, expected=(ValueError,), args=args)
 
 
 if __name__ == "__main__":

@@ -24,15 +24,12 @@ from __future__ import annotations
 import copy
 import sys
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
-from rclpy.logging import get_logger
 
+from .executable import run_node
 from .node import NODE_NAME, QOS_OVERRIDES, SegmentationMixin, StartupError
-from .signals import ignore_late_interrupts, interrupt_once
 
 
 class SegmentationLifecycleNode(SegmentationMixin, LifecycleNode):
@@ -110,33 +107,8 @@ class SegmentationLifecycleNode(SegmentationMixin, LifecycleNode):
 
 def main(args=None) -> int:
     """Entry point of `segmentation_lifecycle_node`: 0 on a clean shutdown, 1 if autostart failed."""
-    interrupt_once()
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = SegmentationLifecycleNode()
-        if not node.autostart():
-            code = 1
-        else:
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as exc:  # a parameter that cannot even be declared
-        get_logger(exc.logger or NODE_NAME).error(str(exc))
-        code = 1
-    finally:
-        if node is not None:
-            try:
-                node._release()
-                node.destroy_node()
-            except Exception:  # already torn down by a second signal
-                pass
-        rclpy.try_shutdown()
-        ignore_late_interrupts()
-    return code
+    return run_node(SegmentationLifecycleNode, logger_name=NODE_NAME, expected=(StartupError,), args=args,
+                    setup=lambda node: node.autostart(), teardown=lambda node: node._release())
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -58,8 +57,6 @@ from rclpy.exceptions import (
     ParameterException,
     ParameterUninitializedException,
 )
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -68,6 +65,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from ..classes import ClassTable, ClassTableError
 from ..inference.masks import group_lut, group_mask, overlay
+from .executable import run_node
 from .geometry_outputs import (
     GEOMETRY_PARAMETERS,
     GeometryOutputs,
@@ -75,7 +73,6 @@ from .geometry_outputs import (
     build_geometry_settings,
 )
 from .ros_image import ImageFormatError, compressed_to_rgb, image_to_rgb, make_image
-from .signals import ignore_late_interrupts, interrupt_once
 
 NODE_NAME = "segmentation"
 DEVICES = ("auto", "cpu", "cuda")
@@ -714,32 +711,8 @@ def _first_line(exc: BaseException) -> str:
 
 def main(args=None) -> int:
     """Entry point of `segmentation_node`: returns 0 on a clean shutdown, 1 on a startup error."""
-    interrupt_once()
-    rclpy.init(args=args)  # installs SIGINT/SIGTERM handlers that shut the context down, then call ours
-    node = None
-    code = 0
-    try:
-        node = SegmentationNode()
-        node.start()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as exc:
-        name = node.get_logger().name if node is not None else (exc.logger or NODE_NAME)
-        get_logger(name).error(str(exc))
-        code = 1
-    finally:
-        if node is not None:
-            node.stop()
-            try:
-                node.destroy_node()
-            except Exception:  # already torn down by a second signal
-                pass
-        rclpy.try_shutdown()
-        ignore_late_interrupts()  # the exit takes a while with torch loaded
-    return code
+    return run_node(SegmentationNode, logger_name=NODE_NAME, expected=(StartupError,), args=args,
+                    setup=lambda node: node.start(), teardown=lambda node: node.stop())
 
 
 if __name__ == "__main__":
