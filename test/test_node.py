@@ -528,6 +528,30 @@ def test_standard_qos_overrides_apply_on_top_of_the_qos_parameters(ros_env, star
         probe.close()
 
 
+def test_outputs_without_subscribers_are_not_made(ros_env, start_node, frames):
+    """Each image output is made only while it has subscribers (counted in /diagnostics)."""
+    proc = start_node(node_args(params={"model": "camvid", "qos_reliability": "reliable", "diagnostics_period": 0.5},
+                                remaps={"image": CAMERA}))
+    probe = Probe("lazy")
+    try:
+        probe.wait_ready(proc)
+        for topic in MASK_TOPICS:
+            if topic != "labels":
+                probe.node.destroy_subscription(probe.subs.pop(topic))
+        probe.spin(1.0)
+        before = probe.latest_diagnostics(after=time.monotonic())
+        for _ in range(3):
+            header = probe.header()
+            probe.wait_outputs(probe.send(rgb_to_image(frames[0], "rgb8", header)), topics=("labels",))
+        after = probe.latest_diagnostics(after=time.monotonic())
+        made = {k: int(after[k]) - int(before[k]) for k in after if k.startswith("published_")}
+        assert made["published_labels_total"] == 3, made
+        assert made["published_drivable_mask_total"] == made["published_obstacle_mask_total"] == 0, made
+        assert made["published_confidence_total"] == made["published_overlay_total"] == 0, made
+    finally:
+        probe.close()
+
+
 LARGE_FRAME_PUBLISHER = """
 import sys, time, numpy as np, rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy

@@ -275,10 +275,14 @@ class GeometryOutputs:
             ("camera_info", self.pub_info), ("points", self.pub_points), ("scan", self.pub_scan),
             ("obstacles", self.pub_obstacles), ("grid", self.pub_grid))}
 
-    def process(self, header: Header, labels: np.ndarray, confidence: np.ndarray | None, drivable: np.ndarray,
-                obstacle_lut: np.ndarray, image_size: tuple[int, int], settings: GeometrySettings) -> None:
-        """Publish the geometric outputs somebody subscribes to; never raises for bad geometry."""
-        wanted = self.wanted()
+    def process(self, header: Header, labels: np.ndarray, confidence: np.ndarray | None, drivable: np.ndarray | None,
+                obstacle_lut: np.ndarray, image_size: tuple[int, int], settings: GeometrySettings,
+                wanted: dict[str, bool] | None = None) -> None:
+        """Publish the geometric outputs somebody subscribes to; never raises for bad geometry.
+
+        `drivable` (the drivable mask) is needed when scan, obstacles or grid are wanted.
+        """
+        wanted = wanted if wanted is not None else self.wanted()
         if not any(wanted.values()):
             self._set_state(DiagnosticStatus.OK, "no subscribers to the geometric outputs")
             return

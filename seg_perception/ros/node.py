@@ -261,12 +261,14 @@ class _Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.received = self.processed = self.dropped = self.skipped = self.overlays = 0
+        self.outputs = dict.fromkeys(("labels", "drivable_mask", "obstacle_mask", "confidence", "overlay"), 0)
         self.recent: deque[tuple[float, float, float]] = deque(maxlen=4096)  # (t, latency, inference)
 
     def totals(self) -> dict:
         with self.lock:
             return dict(received=self.received, processed=self.processed, dropped=self.dropped,
-                        skipped=self.skipped, overlays=self.overlays)
+                        skipped=self.skipped, overlays=self.overlays,
+                        **{f"published_{k}": v for k, v in self.outputs.items()})
 
     def window(self, since: float) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
@@ -570,26 +572,39 @@ class SegmentationMixin:
             return
         header = msg.header
         labels = seg.labels
-        drivable = group_mask(labels, s.drivable_lut)
-        self.pub_labels.publish(make_image(labels, "mono8", header))
-        self.pub_drivable.publish(make_image(drivable, "mono8", header))
-        self.pub_obstacle.publish(make_image(group_mask(labels, s.obstacle_lut), "mono8", header))
-        if s.publish_confidence:
+        # Only outputs with subscribers are made (rclpy's publish to nobody still serialises).
+        wanted = {name: pub.get_subscription_count() > 0 for name, pub in (
+            ("labels", self.pub_labels), ("drivable_mask", self.pub_drivable), ("obstacle_mask", self.pub_obstacle),
+            ("confidence", self.pub_confidence), ("overlay", self.pub_overlay))}
+        wanted["confidence"] &= s.publish_confidence
+        wanted["overlay"] &= s.publish_overlay
+        geometry_wanted = self.geometry.wanted()
+        drivable = None
+        if wanted["drivable_mask"] or any(geometry_wanted[k] for k in ("scan", "obstacles", "grid")):
+            drivable = group_mask(labels, s.drivable_lut)
+        if wanted["labels"]:
+            self.pub_labels.publish(make_image(labels, "mono8", header))
+        if wanted["drivable_mask"]:
+            self.pub_drivable.publish(make_image(drivable, "mono8", header))
+        if wanted["obstacle_mask"]:
+            self.pub_obstacle.publish(make_image(group_mask(labels, s.obstacle_lut), "mono8", header))
+        if wanted["confidence"]:
             self.pub_confidence.publish(make_image(seg.confidence, "mono8", header))
-        made_overlay = False
-        if s.publish_overlay and self.pub_overlay.get_subscription_count() > 0:
+        if wanted["overlay"]:
             base = rgb
             if labels.shape != rgb.shape[:2]:
                 base = cv2.resize(rgb, (labels.shape[1], labels.shape[0]), interpolation=cv2.INTER_AREA)
             self.pub_overlay.publish(make_image(overlay(base, labels, s.palette_lut, s.overlay_alpha),
                                                 "rgb8", header))
-            made_overlay = True
+        made_overlay = wanted["overlay"]
         self.geometry.process(header, labels, seg.confidence, drivable, s.obstacle_lut, (rgb.shape[1], rgb.shape[0]),
-                              s.geometry)
+                              s.geometry, wanted=geometry_wanted)
         done = time.monotonic()
         with self.stats.lock:
             self.stats.processed += 1
             self.stats.overlays += made_overlay
+            for name, made in wanted.items():
+                self.stats.outputs[name] += made
             self.stats.recent.append((done, (done - t_received) * 1000.0, seg.inference_ms))
 
     # -- reporting ------------------------------------------------------------------
@@ -652,6 +667,7 @@ class SegmentationMixin:
             ("dropped_total", str(t["dropped"])),
             ("skipped_total", str(t["skipped"])),
             ("overlays_total", str(t["overlays"])),
+            *((f"{k}_total", str(v)) for k, v in t.items() if k.startswith("published_")),
             ("input_topic", self.sub.topic_name),
             ("model", str(self.segmenter.model_path)),
         )]
