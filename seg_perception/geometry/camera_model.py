@@ -113,13 +113,10 @@ class CameraModel:
                                    f"binning) but the image is {width}x{height}")
 
     # -- projection -------------------------------------------------------------------
-    def pixel_rays(self, *, row_offset: float = 0.0) -> np.ndarray:
-        """Unit-depth rays (x, y, 1) in the optical frame through every pixel, shape (H, W, 3).
-
-        Through pixel centres, or `row_offset` rows below them (0.5: the pixel's lower edge).
-        """
+    def pixel_rays(self) -> np.ndarray:
+        """Unit-depth rays (x, y, 1) in the optical frame through every pixel's centre, shape (H, W, 3)."""
         us = np.arange(self.width, dtype=np.float64)
-        vs = np.arange(self.height, dtype=np.float64) + row_offset
+        vs = np.arange(self.height, dtype=np.float64)
         uu, vv = np.meshgrid(us, vs)
         pts = np.stack([uu.ravel(), vv.ravel()], axis=1).reshape(-1, 1, 2)
         norm = self.undistort(pts).reshape(len(vs), len(us), 2)

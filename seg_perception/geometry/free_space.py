@@ -7,6 +7,10 @@ through the pixels that see ground within max_range, whose class is not drivable
 ground point is where that object stands on the road: projecting it (and only it) puts
 an obstacle where it is; projecting every obstacle pixel would smear a car far down the
 road, since its upper pixels are not on the ground.
+
+A boundary point is its pixel's ground point, the same point `segmentation/points` holds for
+that pixel. The pixel's centre lies up to a row above the object's contact with the road, so
+the point lies on average half a row beyond it: X^2 / (2 f h) metres at range X.
 """
 from __future__ import annotations
 
@@ -45,9 +49,9 @@ def find_boundary(proj: GroundProjection, labels: np.ndarray, drivable: np.ndarr
     hit = rev[first, cols]
     rows = np.where(hit, H - 1 - first, NO_BOUNDARY)
     r = np.where(hit, rows, 0)
-    xy = np.where(hit[:, None], proj.edge_xy[r, cols], np.nan)
+    xy = np.where(hit[:, None], proj.xy[r, cols], np.nan)
     has_ground = ~np.isnan(proj.column_far_bearing)
-    rng = np.where(hit, proj.edge_range[r, cols], np.where(has_ground, np.inf, np.nan))
+    rng = np.where(hit, proj.range[r, cols], np.where(has_ground, np.inf, np.nan))
     return Boundary(rows=rows, hit=hit, labels=np.where(hit, labels[r, cols], 0), xy=xy, range=rng)
 
 
@@ -60,7 +64,7 @@ def scan_ranges(proj: GroundProjection, boundary: Boundary) -> np.ndarray:
     outside the view, or hidden by the camera's offset from base_frame's origin).
     """
     cols = np.arange(proj.shape[1])
-    bearing = np.where(boundary.hit, proj.edge_bearing[np.where(boundary.hit, boundary.rows, 0), cols],
+    bearing = np.where(boundary.hit, proj.bearing[np.where(boundary.hit, boundary.rows, 0), cols],
                        proj.column_far_bearing)
     ok = ~np.isnan(bearing) & ~np.isnan(boundary.range)
     beam = np.rint((bearing[ok] - proj.scan_angle_min) / proj.scan_increment).astype(np.intp)

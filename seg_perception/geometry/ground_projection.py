@@ -104,13 +104,6 @@ class GroundProjection:
         self.xy = xy.astype(np.float32)
         self.range = rng.astype(np.float32)
         self.bearing = np.arctan2(xy[..., 1], xy[..., 0]).astype(np.float32)
-        # Boundary points use each pixel's lower edge: the object's contact with the ground lies
-        # between the last drivable pixel centre and the first blocked one, half a row below it.
-        exy, erng, evalid = self._cut_ground(camera.pixel_rays(row_offset=0.5))
-        exy[~valid], erng[~valid] = np.nan, np.nan
-        self.edge_xy = exy.astype(np.float32)
-        self.edge_range = erng.astype(np.float32)
-        self.edge_bearing = np.arctan2(exy[..., 1], exy[..., 0]).astype(np.float32)
         rows_valid = np.flatnonzero(valid.any(axis=1))
         self.top_row = int(rows_valid[0])
         # The farthest valid pixel of each column: its topmost valid row.
