@@ -115,7 +115,7 @@ class Probe:
                 pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
             elif isinstance(value, float):
                 pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
-            elif isinstance(value, list) and all(isinstance(v, int) for v in value) and value:
+            elif isinstance(value, list) and all(isinstance(v, int) for v in value) and (value or name == "palette"):
                 pv.type, pv.integer_array_value = ParameterType.PARAMETER_INTEGER_ARRAY, value
             elif isinstance(value, list):
                 pv.type, pv.string_array_value = ParameterType.PARAMETER_STRING_ARRAY, value
