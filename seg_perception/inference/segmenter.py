@@ -156,6 +156,12 @@ class Segmenter:
             providers.insert(0, "CUDAExecutionProvider")
         self._session = ort.InferenceSession(str(path), opts, providers=providers)
         self._input_name = self._session.get_inputs()[0].name
+        # The same graph with the post-processing fused in (labels and confidence as uint8), built once:
+        # ONNX Runtime runs ArgMax and the softmax's maximum multithreaded, numpy would on one core.
+        try:
+            self._fused = ort.InferenceSession(with_top_class(path), opts, providers=providers)
+        except Exception:  # a graph that cannot take the extra nodes: the numpy post-processing serves
+            self._fused = None
         self._mean = np.asarray(self.info.mean, np.float32).reshape(1, 3, 1, 1) * 255
         self._std = np.asarray(self.info.std, np.float32).reshape(1, 3, 1, 1) * 255
         self.half = False
@@ -181,11 +187,15 @@ class Segmenter:
         return (probs[0] + probs[1][..., ::-1]) / 2 if flip else probs[0]
 
     def _logits_top(self, rgb: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Class ids and top softmax probability at network resolution."""
+        """Class ids and top softmax probability (or the uint8 confidence) at network resolution."""
         if self.backend == "torch":
             with self._torch.inference_mode():
                 prob, ids = self._torch_probs(rgb, flip).max(1)
                 return ids[0].to(self._torch.uint8).cpu().numpy(), prob[0].cpu().numpy()
+        if self._fused is not None and not flip:
+            x = (rgb.transpose(2, 0, 1)[None].astype(np.float32) - self._mean) / self._std
+            ids, conf = self._fused.run(None, {self._input_name: x})
+            return ids[0], conf[0]
         logits = self._onnx_logits(rgb, flip)
         if flip:
             probs = self._onnx_probs(logits, flip)
@@ -235,7 +245,7 @@ class Segmenter:
         h, w = rgb.shape[:2]
         nw, nh = self.input_size
         ids, prob = self._logits_top(net_in, self.flip_tta if flip_tta is None else flip_tta)
-        conf = np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        conf = prob if prob.dtype == np.uint8 else np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
         if output_size == "input" and (w, h) != (nw, nh):
             ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
             conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -245,6 +255,40 @@ class Segmenter:
         return (f"{self.info.arch} ({self.classes.num_classes} classes, input {self.input_size[0]}x"
                 f"{self.input_size[1]}) from {self.model_path} on {self.provider}"
                 + (" with flip TTA" if self.flip_tta else ""))
+
+
+def with_top_class(path: Path) -> bytes:
+    """The ONNX model at `path` with its logits turned into uint8 `labels` (ArgMax over classes) and
+    uint8 `confidence` (the softmax's maximum * 255, rounded), the outputs `segment` needs.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+    model = onnx.load(str(path))
+    graph = model.graph
+    logits = graph.output[0].name
+    nodes = [
+        helper.make_node("ArgMax", [logits], ["top_ids"], axis=1, keepdims=0),
+        helper.make_node("Cast", ["top_ids"], ["labels"], to=TensorProto.UINT8),
+        # the softmax's maximum without the whole softmax: 1 / sum(exp(logits - max))
+        helper.make_node("ReduceMax", [logits], ["top_logit"], axes=[1], keepdims=1),
+        helper.make_node("Sub", [logits, "top_logit"], ["top_shifted"]),
+        helper.make_node("Exp", ["top_shifted"], ["top_exp"]),
+        helper.make_node("ReduceSum", ["top_exp", "top_axes"], ["top_sum"], keepdims=0),
+        helper.make_node("Div", ["top_255", "top_sum"], ["top_scaled"]),
+        helper.make_node("Add", ["top_scaled", "top_half"], ["top_rounded"]),
+        helper.make_node("Clip", ["top_rounded", "top_zero", "top_255"], ["top_clipped"]),
+        helper.make_node("Cast", ["top_clipped"], ["confidence"], to=TensorProto.UINT8),
+    ]
+    graph.initializer.extend([helper.make_tensor(name, TensorProto.FLOAT, [], [value]) for name, value in
+                              (("top_255", 255.0), ("top_half", 0.5), ("top_zero", 0.0))])
+    graph.initializer.append(helper.make_tensor("top_axes", TensorProto.INT64, [1], [1]))
+    graph.node.extend(nodes)
+    del graph.output[:]
+    graph.output.extend([helper.make_tensor_value_info("labels", TensorProto.UINT8, None),
+                         helper.make_tensor_value_info("confidence", TensorProto.UINT8, None)])
+    if next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 18:
+        raise ValueError("ReduceMax takes its axes as an input from opset 18 on")
+    return model.SerializeToString()
 
 
 #: The shipped models by name; they live inside the installed Python package, so pip and colcon installs find them.
