@@ -162,3 +162,18 @@ def wait_for(predicate, timeout: float, spin=None, interval: float = 0.05) -> bo
         else:
             time.sleep(interval)
     return bool(predicate())
+
+
+def jpeg_claiming(rgb, width: int, height: int) -> bytes:
+    """A real JPEG whose frame header claims width x height: a few hundred bytes of decompression bomb."""
+    from seg_perception.image_codec import encode_compressed
+    data = bytearray(encode_compressed(rgb[:16, :16], "jpeg"))
+    i = data.find(b"\xff\xc0")
+    data[i + 5:i + 7], data[i + 7:i + 9] = height.to_bytes(2, "big"), width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (VmRSS), MB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import rclpy
 from builtin_interfaces.msg import Time
-from conftest import SAMPLES, NodeProcess, node_args, wait_for
+from conftest import SAMPLES, NodeProcess, jpeg_claiming, node_args, wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
@@ -594,14 +594,6 @@ def test_4k_raw_frames_arrive_best_effort_with_the_shipped_profile(ros_env, star
     assert proc.alive()
 
 
-def _jpeg_claiming(rgb: np.ndarray, width: int, height: int) -> bytes:
-    """A real JPEG whose frame header claims width x height (a 600-byte decompression bomb)."""
-    data = bytearray(encode_compressed(rgb[:16, :16], "jpeg"))
-    i = data.find(b"\xff\xc0")
-    data[i + 5:i + 7], data[i + 7:i + 9] = height.to_bytes(2, "big"), width.to_bytes(2, "big")
-    return bytes(data)
-
-
 @pytest.fixture
 def compressed_node(ros_env, start_node):
     proc = start_node(node_args(params={"model": "camvid", "input_transport": "compressed",
@@ -624,7 +616,7 @@ def test_compressed_input(compressed_node, frames, library):
     png_header = encode_compressed(rgb[:8, :8], "png")[:33]  # signature and IHDR of a real PNG
     bad = [("broken JPEG header", "jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, "JPEG header is broken"),
            ("corrupt PNG data", "png", png_header + bytes(range(256)) * 4, "corrupt or not a JPEG/PNG"),
-           ("decompression bomb", "jpeg", _jpeg_claiming(rgb, 30000, 30000), "refused before decoding"),
+           ("decompression bomb", "jpeg", jpeg_claiming(rgb, 30000, 30000), "refused before decoding"),
            ("empty data", "jpeg", b"", "compressed image is empty"),
            ("unknown format", "theora", b"\x00\x01", "unsupported compressed format 'theora'")]
     for fmt in ("jpeg", "rgb8; jpeg compressed bgr8", "png"):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import rclpy
 from builtin_interfaces.msg import Time
-from conftest import REPO, SAMPLES, NodeProcess, node_args, wait_for
+from conftest import REPO, SAMPLES, NodeProcess, jpeg_claiming, node_args, rss_mb, wait_for
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -37,11 +37,6 @@ FUZZ_MESSAGES = 1000
 FUZZ_RSS_GROWTH_MB = 300
 BURST_RSS_GROWTH_MB = 400
 PROFILE = REPO / "config" / "fastdds_large_frames.xml"
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
 class Probe:
@@ -127,13 +122,6 @@ def _fuzzed_compressed(rng: np.random.Generator, seeds: list[bytes]) -> Compress
                            data=bytes(data))
 
 
-def _bomb(rgb: np.ndarray) -> bytes:
-    data = bytearray(encode_compressed(rgb[:16, :16], "jpeg"))
-    i = data.find(b"\xff\xc0")
-    data[i + 5:i + 9] = (30000).to_bytes(2, "big") + (30000).to_bytes(2, "big")
-    return bytes(data)
-
-
 @pytest.mark.parametrize("compressed", [False, True], ids=["Image", "CompressedImage"])
 def test_a_thousand_fuzzed_messages_at_full_speed(ros_env, tmp_path, rgb, compressed):
     proc, probe = _start(tmp_path, compressed)
@@ -146,7 +134,8 @@ def test_a_thousand_fuzzed_messages_at_full_speed(ros_env, tmp_path, rgb, compre
         before = rss_mb(proc.proc.pid)
         rng = np.random.default_rng(11 if compressed else 7)
         good = rgb_to_image(rgb, "rgb8")
-        seeds = [encode_compressed(rgb, "jpeg"), encode_compressed(rgb[:100, :120], "png"), _bomb(rgb)]
+        seeds = [encode_compressed(rgb, "jpeg"), encode_compressed(rgb[:100, :120], "png"),
+                 jpeg_claiming(rgb, 30000, 30000)]
         for _ in range(FUZZ_MESSAGES):
             probe.pub.publish(_fuzzed_compressed(rng, seeds) if compressed else _fuzzed_raw(rng, good))
         probe.spin(0.5)

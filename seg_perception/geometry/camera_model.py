@@ -13,7 +13,6 @@ affinely mapped K.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
@@ -149,12 +148,6 @@ class CameraModel:
             px, _ = cv2.projectPoints(pts[front], zero, zero, self.K, self.D if self.D.size else None)
         out[front] = px.reshape(-1, 2)
         return out
-
-    def horizontal_fov(self) -> float:
-        """Angle between the left and right edges of the principal row (radians)."""
-        cy = self.K[1, 2]
-        rays = self.undistort(np.array([[-0.5, cy], [self.width - 0.5, cy]]))
-        return float(math.atan(-rays[0, 0, 0]) + math.atan(rays[1, 0, 0]))
 
     def key(self) -> tuple:
         """Hashable identity for caches keyed by the camera model."""

@@ -87,10 +87,15 @@ def _fill_gaps(ranges: np.ndarray, longest: int = 2) -> np.ndarray:
     return ranges
 
 
+def obstacle_columns(boundary: Boundary, obstacle_lut: np.ndarray) -> np.ndarray:
+    """The columns whose boundary class is an obstacle."""
+    return np.flatnonzero(boundary.hit & (obstacle_lut[boundary.labels] > 0))
+
+
 def obstacle_points(boundary: Boundary, obstacle_lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ground points (N, 2) and classes (N,) of the boundary columns whose class is an obstacle."""
-    sel = boundary.hit & (obstacle_lut[boundary.labels] > 0)
-    return boundary.xy[sel], boundary.labels[sel]
+    cols = obstacle_columns(boundary, obstacle_lut)
+    return boundary.xy[cols], boundary.labels[cols]
 
 
 def occupancy(proj: GroundProjection, boundary: Boundary, obstacle_lut: np.ndarray,

@@ -33,6 +33,7 @@ from ..geometry.ground_projection import (
     GroundProjectionError,
 )
 from . import planner_messages as messages
+from .throttled_log import ThrottledWarnings
 
 try:  # on a ROS install; optional, so the package runs (with parameter extrinsics) without it
     import tf2_ros
@@ -165,7 +166,8 @@ class GeometryOutputs:
         self._cloud: OrganizedCloud | None = None
         self._tf_buffer = None
         self._tf_listener = None
-        self._last_log: dict[str, list] = {}
+        self._log = ThrottledWarnings(lambda text: node.get_logger().warning(text), period=PROBLEM_LOG_PERIOD,
+                                      repeats="more frames since the last report")
         self.lock = threading.Lock()
         self.state = (DiagnosticStatus.OK, "no subscribers to the geometric outputs")
         self.counts = dict(published=0, unpaired=0, problems=0)
@@ -331,11 +333,10 @@ class GeometryOutputs:
         if wanted["scan"]:
             self.pub_scan.publish(messages.scan(free_space.scan_ranges(proj, boundary), proj, geo_header))
         if wanted["obstacles"]:
-            xy, classes = free_space.obstacle_points(boundary, obstacle_lut)
-            cols = np.flatnonzero(boundary.hit & (obstacle_lut[boundary.labels] > 0))
+            cols = free_space.obstacle_columns(boundary, obstacle_lut)
             conf = confidence[boundary.rows[cols], cols] if confidence is not None else np.zeros(len(cols), np.uint8)
-            self.pub_obstacles.publish(messages.obstacle_cloud(xy, classes, conf, settings.obstacle_point_height,
-                                                               geo_header))
+            self.pub_obstacles.publish(messages.obstacle_cloud(boundary.xy[cols], boundary.labels[cols], conf,
+                                                               settings.obstacle_point_height, geo_header))
         if wanted["grid"]:
             data = free_space.occupancy(proj, boundary, obstacle_lut, settings.grid_boundary_cost)
             self.pub_grid.publish(messages.occupancy_grid(data, settings.grid, geo_header))
@@ -351,14 +352,7 @@ class GeometryOutputs:
         with self.lock:
             self.counts["problems"] += 1
             self.state = (DiagnosticStatus.WARN, message)
-        now = time.monotonic()
-        entry = self._last_log.setdefault(problem.key, [-math.inf, 0])
-        if now - entry[0] >= PROBLEM_LOG_PERIOD:
-            more = f" ({entry[1]} more frames since the last report)" if entry[1] else ""
-            self.node.get_logger().warning(message + more)
-            entry[0], entry[1] = now, 0
-        else:
-            entry[1] += 1
+        self._log(problem.key, message)
 
     def diagnostic_status(self, settings: GeometrySettings | None) -> DiagnosticStatus:
         with self.lock:

@@ -73,6 +73,7 @@ from .geometry_outputs import (
     build_geometry_settings,
 )
 from .ros_image import ImageFormatError, compressed_to_rgb, image_to_rgb, make_image
+from .throttled_log import ThrottledWarnings
 
 NODE_NAME = "segmentation"
 DEVICES = ("auto", "cpu", "cuda")
@@ -332,7 +333,9 @@ class SegmentationMixin:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._timers: list = []
-        self._bad_input_log: dict[str, list] = {}
+        self._bad_input_log = ThrottledWarnings(lambda text: self.get_logger().warning(text),
+                                                period=BAD_INPUT_LOG_PERIOD, max_kinds=BAD_INPUT_KINDS,
+                                                repeats="more such frames skipped since the last report")
         self._namesake_reported = False
         self.segmenter = None
         self.settings: Settings | None = None
@@ -545,17 +548,8 @@ class SegmentationMixin:
         """
         with self.stats.lock:
             self.stats.skipped += 1
-        now = time.monotonic()
-        kind = f"{kind}: {_VARIABLE_PARTS.sub('#', reason)[:120]}"
-        if kind not in self._bad_input_log and len(self._bad_input_log) >= BAD_INPUT_KINDS:
-            self._bad_input_log.pop(next(iter(self._bad_input_log)))
-        entry = self._bad_input_log.setdefault(kind, [-math.inf, 0])
-        if now - entry[0] >= BAD_INPUT_LOG_PERIOD:
-            more = f" ({entry[1]} more such frames skipped since the last report)" if entry[1] else ""
-            self.get_logger().warning(f"skipped frame from {self.sub.topic_name}: {reason}{more}")
-            entry[0], entry[1] = now, 0
-        else:
-            entry[1] += 1
+        self._bad_input_log(f"{kind}: {_VARIABLE_PARTS.sub('#', reason)[:120]}",
+                            f"skipped frame from {self.sub.topic_name}: {reason}")
 
     def process(self, msg, t_received: float) -> None:
         """Segment one frame and publish every output with the frame's header."""

@@ -14,6 +14,7 @@ from std_msgs.msg import Header
 from ..geometry.camera_model import CameraModel
 from ..geometry.free_space import OrganizedCloud
 from ..geometry.ground_projection import GridSpec, GroundProjection
+from .ros_image import packed
 
 #: PointCloud2 fields of both clouds (16 bytes a point, little-endian), as OrganizedCloud lays them out.
 CLOUD_FIELDS = [
@@ -23,12 +24,6 @@ CLOUD_FIELDS = [
     PointField(name="label", offset=12, datatype=PointField.UINT8, count=1),
     PointField(name="confidence", offset=13, datatype=PointField.UINT8, count=1),
 ]
-
-
-def _bytes(buf: np.ndarray) -> array.array:
-    out = array.array("B")
-    out.frombytes(np.ascontiguousarray(buf).reshape(-1).view(np.uint8).data)
-    return out
 
 
 def camera_info(camera: CameraModel, header: Header) -> CameraInfo:
@@ -47,7 +42,7 @@ def cloud(points: np.ndarray, header: Header, *, organized: bool, data: array.ar
     height, width = points.shape if organized else (1, points.shape[0])
     return PointCloud2(header=header, height=height, width=width, fields=CLOUD_FIELDS, is_bigendian=False,
                        point_step=OrganizedCloud.DTYPE.itemsize, row_step=OrganizedCloud.DTYPE.itemsize * width,
-                       data=data if data is not None else _bytes(points), is_dense=not organized)
+                       data=data if data is not None else packed(points), is_dense=not organized)
 
 
 def organized_cloud(cloud_buffer: OrganizedCloud, labels: np.ndarray, confidence: np.ndarray | None,
@@ -69,13 +64,7 @@ def scan(ranges: np.ndarray, proj: GroundProjection, header: Header, scan_time: 
                      angle_max=float(proj.scan_angle_min + proj.scan_increment * (proj.scan_beams - 1)),
                      angle_increment=float(proj.scan_increment), time_increment=0.0, scan_time=float(scan_time),
                      range_min=float(max(proj.range_min - 1e-3, 0.0)), range_max=float(proj.max_range),
-                     ranges=_float_array(ranges), intensities=array.array("f"))
-
-
-def _float_array(values: np.ndarray) -> array.array:
-    out = array.array("f")
-    out.frombytes(np.ascontiguousarray(values, np.float32).view(np.uint8).data)
-    return out
+                     ranges=packed(ranges, "f"), intensities=array.array("f"))
 
 
 def occupancy_grid(data: np.ndarray, grid: GridSpec, header: Header) -> OccupancyGrid:
@@ -84,6 +73,4 @@ def occupancy_grid(data: np.ndarray, grid: GridSpec, header: Header) -> Occupanc
     origin.orientation.w = 1.0
     info = MapMetaData(map_load_time=header.stamp, resolution=float(grid.resolution), width=grid.width,
                        height=grid.height, origin=origin)
-    out = array.array("b")
-    out.frombytes(np.ascontiguousarray(data, np.int8).view(np.uint8).data)
-    return OccupancyGrid(header=header, info=info, data=out)
+    return OccupancyGrid(header=header, info=info, data=packed(data, "b"))

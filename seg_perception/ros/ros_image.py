@@ -36,9 +36,16 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return decode_compressed(msg.format, msg.data)
 
 
-def _uint8_array(buf: np.ndarray) -> array.array:
-    out = array.array("B")
-    out.frombytes(np.ascontiguousarray(buf).data)
+_PACKED_DTYPES = {"B": None, "b": np.int8, "f": np.float32}
+
+
+def packed(values: np.ndarray, typecode: str = "B") -> array.array:
+    """An array.array of `typecode` (a ROS message's uint8[], int8[] or float32[] field) holding `values`
+    (any numpy array for "B": its raw bytes), in one copy.
+    """
+    values = np.ascontiguousarray(values, _PACKED_DTYPES[typecode])
+    out = array.array(typecode)
+    out.frombytes(values.reshape(-1).view(np.uint8).data)
     return out
 
 
@@ -57,7 +64,7 @@ def make_image(pixels: np.ndarray, encoding: str, header=None, *, step: int | No
         padded[:, :row] = pixels.reshape(msg.height, row)
         pixels, row = padded, step
     msg.step = int(row)
-    msg.data = _uint8_array(pixels)
+    msg.data = packed(pixels)
     return msg
 
 
