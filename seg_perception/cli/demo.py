@@ -549,15 +549,19 @@ def _warm_up(player, outputs: _Outputs, node_proc, deadline: float) -> float:
     sure both happened before the measured frames go out. Returns the answer time in seconds.
     """
     import struct
-    topic = player.topics[0]
-    raw = next(r for _, _, _, r in player.bag.messages([topic]))
-    msg = bytearray(raw)  # the first frame as recorded (serialised CDR), restamped
-    struct.pack_into("<iI" if msg[1] == 1 else ">iI", msg, 4, 0, WARMUP_STAMP_NS)
-    msg = bytes(msg)
-    pub = player.publishers[topic]
+
+    def first_restamped(topic: str) -> bytes:
+        """The topic's first message as recorded (serialised CDR, header first), restamped."""
+        msg = bytearray(next(r for _, _, _, r in player.bag.messages([topic])))
+        struct.pack_into("<iI" if msg[1] == 1 else ">iI", msg, 4, 0, WARMUP_STAMP_NS)
+        return bytes(msg)
+
+    # the camera info too (when replayed), so that the warm-up frame has its CameraInfo like every other
+    warmup = [(player.publishers[t], first_restamped(t)) for t in reversed(player.topics)]
     while True:
         t0 = time.monotonic()
-        pub.publish(msg)
+        for pub, msg in warmup:
+            pub.publish(msg)
         if outputs.wait_for(WARMUP_STAMP_NS, 2.0, alive=node_proc.alive):
             return time.monotonic() - t0
         if not node_proc.alive():
