@@ -1,13 +1,18 @@
 # Copyright 2026 The seg_perception authors
 # SPDX-License-Identifier: Apache-2.0
-"""Inference on one RGB frame: the single implementation behind the node,
+"""Inference on RGB frames: the single implementation behind the node,
 `predict`, `evaluate` and bag evaluation, so all of them give the same labels.
 
-Backends: PyTorch (CPU, or CUDA with fp16) and ONNX Runtime (CPU, or CUDA
-where its provider exists). With backend 'auto' a `.pt` checkpoint runs on
-CUDA through PyTorch when a GPU is there, and on CPU through ONNX Runtime when
-an exported `.onnx` of the same checkpoint lies next to it (3x faster than
-eager PyTorch on CPU); otherwise through PyTorch.
+Backends: ONNX Runtime (CPU fp32 or int8; CUDA; TensorRT fp16 with an engine
+cache on disk) and PyTorch (CPU, or CUDA with fp16). `auto` picks the fastest
+available: TensorRT, else PyTorch fp16 on a GPU; on a CPU, ONNX Runtime with
+the int8 model where one lies next to the checkpoint and the CPU has int8 dot
+products (VNNI, AMX), else the fp32 .onnx, else PyTorch.
+
+Each frame reaches the network at its camera's aspect ratio (input_size.py).
+On ONNX Runtime the normalisation, ArgMax and top-class confidence run inside
+the graph (onnx_graph.py); on PyTorch on the device. Several frames of one
+network size run as one batch (`segment_batch`), the several-camera node's path.
 
 Flip test-time augmentation (`flip_tta`) runs the frame and its mirror image
 as one batch of two and averages their class probabilities: about one point
@@ -25,11 +30,16 @@ import cv2
 import numpy as np
 
 from ..learning.models import class_probabilities
+from . import providers as eps
 from .checkpoint import CheckpointError, ModelInfo, info_from_dict, load_checkpoint
+from .input_size import network_size, parse_input_size
+from .onnx_graph import FRAMES, fused_graph
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
 ONNX_METADATA_KEY = "seg_perception"
+INT8_SUFFIX = ".int8.onnx"
 
 #: Frames larger than this (pixels) are refused rather than resized: a corrupt header, not a camera.
 MAX_PIXELS = 64_000_000
@@ -41,7 +51,11 @@ class InputError(ValueError):
 
 @dataclass
 class Segmentation:
-    """Per-pixel class ids and top-class confidence (both uint8, HxW) plus timing."""
+    """Per-pixel class ids and top-class confidence (both uint8, HxW) plus timing.
+
+    inference_ms covers resizing, the network and post-processing; for a frame of a batch it is
+    the whole batch's time.
+    """
 
     labels: np.ndarray
     confidence: np.ndarray
@@ -72,65 +86,157 @@ def read_onnx_metadata(path: str | Path) -> dict:
     return json.loads(raw)
 
 
-def resolve_device(device: str) -> str:
+def gpu_available() -> bool:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return True
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return eps.CUDA in eps.available()
+
+
+def resolve_device(device: str, notes: list[str] | None = None) -> str:
+    """The device to run on (cpu or cuda); a GPU asked for where there is none: the CPU, and a note."""
     if device not in DEVICES:
         raise ValueError(f"device '{device}' unknown; choose one of {list(DEVICES)}")
     if device == "cpu":
         return "cpu"
-    import torch
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA GPU is available")
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if gpu_available():
+        return "cuda"
+    if device == "cuda" and notes is not None:
+        notes.append("device 'cuda' requested but no CUDA GPU is available to PyTorch or ONNX Runtime: "
+                     "running on the CPU")
+    return "cpu"
 
 
 class Segmenter:
-    """Loads a model file once and segments frames of any size."""
+    """Loads a model file once and segments frames of any size, one or a batch at a time.
+
+    `notes` lists what the caller should tell the user: a GPU or precision asked for that this
+    machine cannot give, and what runs instead.
+    """
 
     def __init__(self, model_path: str | Path | None, *, device: str = "auto", backend: str = "auto",
-                 threads: int | None = None, input_size: tuple[int, int] | None = None,
-                 half: bool | None = None, flip_tta: bool = False):
+                 precision: str = "auto", threads: int | None = None, input_size="auto",
+                 half: bool | None = None, flip_tta: bool = False, max_batch: int = 1,
+                 trt_cache_dir: str | Path | None = None, trt_rebuild: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}' unknown; choose one of {list(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision '{precision}' unknown; choose one of {list(PRECISIONS)}")
+        if half:
+            precision = "fp16"
+        self.notes: list[str] = []
         self.model_path = resolve_model(model_path)
         if not self.model_path.exists():
             raise CheckpointError(f"model file {self.model_path} does not exist")
-        self.device = resolve_device(device)
         self.threads = threads
         self.flip_tta = bool(flip_tta)
+        self.max_batch = max(1, int(max_batch))
+        self.input_setting = parse_input_size(input_size)
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+        self._buffers: dict[tuple[int, int, int], np.ndarray] = {}
+        want_gpu = device == "cuda" or backend == "tensorrt" or (device == "auto" and precision == "fp16")
+        self.device = resolve_device("cuda" if want_gpu and device != "cpu" else device, self.notes)
         is_onnx = self.model_path.suffix.lower() == ".onnx"
-        onnx_path = self.model_path if is_onnx else self._sibling_onnx()
-        if backend == "auto":
-            backend = "onnxruntime" if is_onnx or (self.device == "cpu" and onnx_path is not None) else "torch"
-        if backend == "torch" and is_onnx:
-            raise CheckpointError(f"backend 'torch' needs a .pt checkpoint, got {self.model_path}")
-        if backend == "onnxruntime" and onnx_path is None:
-            raise CheckpointError(f"backend 'onnxruntime' needs an exported .onnx next to {self.model_path}")
+        backend = self._choose_backend(backend, is_onnx)
         self.backend = backend
         if backend == "torch":
-            self._init_torch(half)
+            self._init_torch(precision)
         else:
-            self._init_onnx(onnx_path)
-        self.input_size = tuple(input_size) if input_size else tuple(self.info.input_size)
+            self._init_onnx(precision, trt_cache_dir, trt_rebuild)
         self.classes = self.info.classes
 
-    # -- loading ------------------------------------------------------------
-    def _sibling_onnx(self) -> Path | None:
-        """An .onnx exported from exactly this checkpoint (matched by SHA-256), if present."""
-        cand = self.model_path.with_suffix(".onnx")
+    # -- choosing -------------------------------------------------------------
+    def _choose_backend(self, backend: str, is_onnx: bool) -> str:
+        if backend == "torch" and is_onnx:
+            raise CheckpointError(f"backend 'torch' needs a .pt checkpoint, got {self.model_path}")
+        if backend == "tensorrt":
+            if self.device != "cuda":
+                self.notes.append("backend 'tensorrt' needs a CUDA GPU: running ONNX Runtime on the CPU")
+                return "onnxruntime"
+            try:
+                eps.gpu_providers("tensorrt")
+            except eps.ProviderError as exc:
+                self.notes.append(f"{exc}: running ONNX Runtime on the CPU")
+                self.device = "cpu"
+                return "onnxruntime"
+            return backend
+        if backend != "auto":
+            return backend
+        has_onnx = is_onnx or self._sibling_onnx(".onnx") is not None
+        if self.device == "cuda":
+            if has_onnx and eps.TENSORRT in eps.available():
+                return "tensorrt"
+            return "onnxruntime" if is_onnx else "torch"
+        return "onnxruntime" if has_onnx else "torch"
+
+    def _sibling_onnx(self, suffix: str) -> Path | None:
+        """An .onnx (or .int8.onnx) exported from exactly this checkpoint (matched by SHA-256), if present."""
+        if self.model_path.suffix.lower() == ".onnx":
+            stem = self.model_path.name[:-len(INT8_SUFFIX)] if self.model_path.name.endswith(INT8_SUFFIX) \
+                else self.model_path.stem
+            cand = self.model_path.with_name(stem + suffix)
+            want = self._onnx_meta(self.model_path).get("checkpoint_sha256")
+        else:
+            cand = self.model_path.with_name(self.model_path.stem + suffix)
+            want = None
         if not cand.is_file():
             return None
         try:
             meta = read_onnx_metadata(cand)
         except CheckpointError:
             return None
-        return cand if meta.get("checkpoint_sha256") == file_sha256(self.model_path) else None
+        if want is None:
+            want = file_sha256(self.model_path)
+        return cand if want and meta.get("checkpoint_sha256") == want else None
 
-    def _init_torch(self, half: bool | None) -> None:
+    _meta_cache: dict = {}
+
+    def _onnx_meta(self, path: Path) -> dict:
+        key = (str(path), path.stat().st_mtime_ns)
+        if key not in self._meta_cache:
+            self._meta_cache[key] = read_onnx_metadata(path)
+        return self._meta_cache[key]
+
+    def _onnx_file(self, precision: str) -> tuple[Path, str]:
+        """The .onnx to run and its precision, from the model file and the precision asked for."""
+        if self.model_path.suffix.lower() == ".onnx":
+            own = "int8" if self._onnx_meta(self.model_path).get("quantization") else "fp32"
+            if precision in ("auto", own) or (precision == "fp16" and own == "fp32"):
+                return self.model_path, own
+            other = self._sibling_onnx(INT8_SUFFIX if precision == "int8" else ".onnx")
+            if other is None:
+                raise CheckpointError(f"precision '{precision}' asked for, but {self.model_path} is {own} and no "
+                                      f"{precision} model of the same checkpoint lies next to it"
+                                      + (" (seg-perception export --int8)" if precision == "int8" else ""))
+            return other, precision
+        fp32 = self._sibling_onnx(".onnx")
+        if fp32 is None:
+            raise CheckpointError(f"backend '{self.backend}' needs an exported .onnx next to {self.model_path} "
+                                  "(seg-perception export)")
+        if precision == "int8" or (precision == "auto" and self.device == "cpu"):
+            int8 = self._sibling_onnx(INT8_SUFFIX)
+            if int8 is not None and (precision == "int8" or eps.cpu_int8_dot_product()):
+                return int8, "int8"
+            if precision == "int8":
+                raise CheckpointError(f"precision 'int8' asked for, but no int8 model of {self.model_path.name} "
+                                      f"lies next to it (seg-perception export --int8 writes {self.model_path.stem}"
+                                      f"{INT8_SUFFIX})")
+        return fp32, "fp32"
+
+    # -- loading ------------------------------------------------------------
+    def _init_torch(self, precision: str) -> None:
         import torch
+        if precision == "int8":
+            raise CheckpointError("precision 'int8' runs on ONNX Runtime (backend onnxruntime or auto), not PyTorch")
         if self.threads:
             torch.set_num_threads(self.threads)
         model, self.info = load_checkpoint(self.model_path)
-        self.half = (self.device == "cuda") if half is None else bool(half and self.device == "cuda")
+        if precision == "fp16" and self.device != "cuda":
+            self.notes.append("precision 'fp16' needs a GPU: running fp32 on the CPU")
+        self.half = self.device == "cuda" and precision in ("auto", "fp16")
         model = model.to(self.device)
         if self.half:
             model = model.half()
@@ -139,87 +245,173 @@ class Segmenter:
         mean = torch.tensor(self.info.mean, device=self.device).view(1, 3, 1, 1) * 255
         std = torch.tensor(self.info.std, device=self.device).view(1, 3, 1, 1) * 255
         self._mean, self._std = mean, std
+        self.precision = "fp16" if self.half else "fp32"
         self.provider = f"torch-{self.device}{'-fp16' if self.half else ''}"
+        self._fused = None
 
-    def _init_onnx(self, path: Path) -> None:
+    def _init_onnx(self, precision: str, trt_cache_dir, trt_rebuild: bool) -> None:
         import onnxruntime as ort
-        meta = read_onnx_metadata(path)
+        path, self.precision = self._onnx_file(precision)
+        self.onnx_path = path
+        meta = self._onnx_meta(path)
         self.info = info_from_dict(meta, source=str(path))
+        if self.precision == "int8" and self.device == "cpu" and not eps.cpu_int8_dot_product():
+            self.notes.append("the int8 model runs on this CPU, but the CPU has no int8 dot-product instructions "
+                              "(VNNI, AMX): the fp32 model is likely faster here (precision: fp32)")
+        if precision == "fp16" and self.backend == "onnxruntime" and self.device == "cpu":
+            self.notes.append("precision 'fp16' needs a GPU: running fp32 on the CPU")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
-        if self.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self._session = ort.InferenceSession(str(path), opts, providers=providers)
-        self._input_name = self._session.get_inputs()[0].name
-        # The same graph with the post-processing fused in (labels and confidence as uint8), built once:
-        # ONNX Runtime runs ArgMax and the softmax's maximum multithreaded, numpy would on one core.
+        self._ort, self._opts = ort, opts
+        self._trt = None
+        if self.backend == "tensorrt":
+            self._trt = dict(root=trt_cache_dir, rebuild=bool(trt_rebuild), sha=file_sha256(path),
+                             fp16=precision != "fp32")
+            self._providers = [eps.CUDA, eps.CPU]
+        elif self.device == "cuda" and eps.CUDA in eps.available():
+            self._providers = [eps.CUDA, eps.CPU]
+        else:
+            self._providers = [eps.CPU]
+        self._plain = None
+        self._fused_model = None
+        self._sessions: dict[tuple[int, int], object] = {}
         try:
-            self._fused = ort.InferenceSession(with_top_class(path), opts, providers=providers)
-        except Exception:  # a graph that cannot take the extra nodes: the numpy post-processing serves
-            self._fused = None
+            self._fused_model = fused_graph(path, self.info.mean, self.info.std)
+        except Exception:  # a graph that cannot take the extra nodes: the plain path serves
+            self._fused_model = None
         self._mean = np.asarray(self.info.mean, np.float32).reshape(1, 3, 1, 1) * 255
         self._std = np.asarray(self.info.std, np.float32).reshape(1, 3, 1, 1) * 255
         self.half = False
-        self.provider = "onnxruntime-" + self._session.get_providers()[0].replace("ExecutionProvider", "").lower()
+        # dynamic shapes: one session serves every size, except TensorRT (one engine per size)
+        self._fused = self._fused_session(tuple(self.info.input_size)) if self._fused_model else None
+        if self._trt:
+            self.precision = "fp16" if self._trt["fp16"] and self.precision == "fp32" else self.precision
+        kind = "tensorrt" if self._trt else ("cuda" if eps.CUDA in self._providers else "cpu")
+        self.provider = f"onnxruntime-{kind}-{self.precision}"
+
+    def _fused_session(self, size: tuple[int, int]):
+        if self._trt is None:
+            if not self._sessions:
+                self._sessions[None] = self._ort.InferenceSession(self._fused_model, self._opts,
+                                                                  providers=self._providers)
+            return self._sessions[None]
+        if size not in self._sessions:
+            self._sessions[size] = self._trt_session(size)
+        return self._sessions[size]
+
+    def _trt_session(self, size: tuple[int, int]):
+        """A TensorRT session for one network size; a cache that fails to load is wiped and rebuilt once."""
+        cache = eps.TensorRTCache(self._trt["root"], self._trt["sha"], size, self.max_batch)
+        if self._trt["rebuild"]:
+            cache.reset()
+        last = None
+        for attempt in range(2):
+            options = cache.provider_options(FRAMES, size, self.max_batch)
+            options["trt_fp16_enable"] = self._trt["fp16"]
+            try:
+                session = self._ort.InferenceSession(self._fused_model, self._opts,
+                                                     providers=[(eps.TENSORRT, options), eps.CUDA, eps.CPU])
+                w, h = size
+                session.run(None, {FRAMES: np.zeros((1, h, w, 3), np.uint8)})  # builds or loads the engine
+                return session
+            except Exception as exc:
+                last = exc
+                if attempt == 0:
+                    self.notes.append(f"TensorRT engine cache {cache.path} could not be used "
+                                      f"({str(exc).splitlines()[0][:200]}): rebuilt")
+                    cache.reset()
+        raise eps.ProviderError(f"TensorRT could not build an engine for {size[0]}x{size[1]}: "
+                                f"{str(last).splitlines()[0][:300]}")
+
+    def _plain_session(self):
+        """The network alone (float NCHW in, logits out): for probabilities and flip TTA."""
+        if self._plain is None:
+            providers = [eps.CUDA, eps.CPU] if eps.CUDA in self._providers else [eps.CPU]
+            self._plain = self._ort.InferenceSession(str(self.onnx_path), self._opts, providers=providers)
+        return self._plain
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The model's own input size (what it was trained at); frames of other shapes: network_size_for."""
+        return tuple(self.info.input_size)
+
+    def network_size_for(self, width: int, height: int) -> tuple[int, int]:
+        """The network input (width, height) for frames of this size; fixed per camera, so cached."""
+        key = (width, height)
+        if key not in self._sizes:
+            self._sizes[key] = network_size(key, self.input_size, self.input_setting)
+        return self._sizes[key]
+
+    def warm_up(self, frame_size: tuple[int, int] | None = None, batch: int = 1) -> float:
+        """Run one batch of black frames (builds TensorRT engines, fills caches); returns milliseconds."""
+        w, h = frame_size or self.input_size
+        t0 = time.perf_counter()
+        self.segment_batch([np.zeros((h, w, 3), np.uint8)] * max(1, batch))
+        return (time.perf_counter() - t0) * 1000.0
 
     # -- inference ----------------------------------------------------------
-    def _torch_probs(self, rgb: np.ndarray, flip: bool):
+    def _torch_probs(self, x, flip: bool):
+        """x: uint8 NxHxWx3 numpy; class probabilities NCHW on the device."""
         torch = self._torch
-        x = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).to(self.device).permute(2, 0, 1).unsqueeze(0)
-        x = (x.float() - self._mean) / self._std
-        return class_probabilities(self._torch_model, x.half() if self.half else x, flip=flip)
+        t = torch.from_numpy(x).to(self.device).permute(0, 3, 1, 2)
+        t = (t.float() - self._mean) / self._std
+        return class_probabilities(self._torch_model, t.half() if self.half else t, flip=flip)
 
-    def _onnx_logits(self, rgb: np.ndarray, flip: bool) -> np.ndarray:
-        x = (rgb.transpose(2, 0, 1)[None].astype(np.float32) - self._mean) / self._std
+    def _onnx_logits(self, x: np.ndarray, flip: bool) -> np.ndarray:
+        """x: uint8 NxHxWx3; logits of the plain network (with the mirror images after, for flip)."""
+        t = (x.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) / self._std
         if flip:
-            x = np.concatenate([x, x[..., ::-1]])
-        return self._session.run(None, {self._input_name: x})[0]
+            t = np.concatenate([t, t[..., ::-1]])
+        return self._plain_session().run(None, {"image": t})[0]
 
     @staticmethod
-    def _onnx_probs(logits: np.ndarray, flip: bool) -> np.ndarray:
+    def _onnx_probs(logits: np.ndarray, flip: bool, n: int) -> np.ndarray:
         e = np.exp(logits - logits.max(1, keepdims=True))
         probs = e / e.sum(1, keepdims=True)
-        return (probs[0] + probs[1][..., ::-1]) / 2 if flip else probs[0]
+        return (probs[:n] + probs[n:][..., ::-1]) / 2 if flip else probs
 
-    def _logits_top(self, rgb: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Class ids and top softmax probability (or the uint8 confidence) at network resolution."""
+    def _top(self, x: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 class ids and uint8 top-class confidence (N x h x w) at network resolution."""
+        n = x.shape[0]
         if self.backend == "torch":
             with self._torch.inference_mode():
-                prob, ids = self._torch_probs(rgb, flip).max(1)
-                return ids[0].to(self._torch.uint8).cpu().numpy(), prob[0].cpu().numpy()
+                prob, ids = self._torch_probs(x, flip).max(1)
+                conf = (prob * 255.0 + 0.5).clamp_(0, 255).to(self._torch.uint8)
+                return ids.to(self._torch.uint8).cpu().numpy(), conf.cpu().numpy()
         if self._fused is not None and not flip:
-            x = (rgb.transpose(2, 0, 1)[None].astype(np.float32) - self._mean) / self._std
-            ids, conf = self._fused.run(None, {self._input_name: x})
-            return ids[0], conf[0]
-        logits = self._onnx_logits(rgb, flip)
+            session = self._fused_session((x.shape[2], x.shape[1]))
+            ids, conf = session.run(None, {FRAMES: x})
+            return ids, conf
+        logits = self._onnx_logits(x, flip)
         if flip:
-            probs = self._onnx_probs(logits, flip)
-            return probs.argmax(0).astype(np.uint8), probs.max(0)
-        logits = logits[0]
-        ids = logits.argmax(0).astype(np.uint8)
-        top = logits.max(0)
-        prob = 1.0 / np.exp(logits - top).sum(0)
-        return ids, prob
+            probs = self._onnx_probs(logits, flip, n)
+            ids, prob = probs.argmax(1).astype(np.uint8), probs.max(1)
+        else:
+            ids = logits.argmax(1).astype(np.uint8)
+            top = logits.max(1, keepdims=True)
+            prob = 1.0 / np.exp(logits - top).sum(1)
+        return ids, np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def probabilities(self, rgb: np.ndarray, *, flip_tta: bool | None = None) -> np.ndarray:
-        """Every class's probability (C x h x w float32, at the model's input size) for an RGB frame.
+        """Every class's probability (C x h x w float32, at the network input size) for an RGB frame.
 
         For what the top class alone cannot say, such as the entropy of a pixel.
         """
-        net_in = self._network_input(rgb)
+        self._check(rgb)
+        size = self.network_size_for(rgb.shape[1], rgb.shape[0])
+        x = self._batch_input([rgb], size)
         flip = self.flip_tta if flip_tta is None else flip_tta
         if self.backend == "torch":
             with self._torch.inference_mode():
-                return self._torch_probs(net_in, flip)[0].float().cpu().numpy()
-        return self._onnx_probs(self._onnx_logits(net_in, flip), flip).astype(np.float32)
+                return self._torch_probs(x, flip)[0].float().cpu().numpy()
+        return self._onnx_probs(self._onnx_logits(x, flip), flip, 1)[0].astype(np.float32)
 
-    def _network_input(self, rgb: np.ndarray) -> np.ndarray:
-        """The frame checked and resized to the model's input size (contiguous HxWx3 uint8)."""
+    @staticmethod
+    def _check(rgb) -> None:
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise InputError(f"expected an HxWx3 uint8 RGB array, got "
                              f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}")
@@ -228,67 +420,72 @@ class Segmenter:
             raise InputError(f"frame is empty ({w}x{h})")
         if h * w > MAX_PIXELS:
             raise InputError(f"frame {w}x{h} exceeds the {MAX_PIXELS // 1_000_000} Mpixel limit")
-        nw, nh = self.input_size
-        net_in = rgb if (w, h) == (nw, nh) else cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA
-                                                             if w > nw else cv2.INTER_LINEAR)
-        return np.ascontiguousarray(net_in)
+
+    def _batch_input(self, frames: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+        """The frames resized into one reused N x h x w x 3 uint8 buffer."""
+        nw, nh = size
+        key = (len(frames), nw, nh)
+        buf = self._buffers.get(key)
+        if buf is None:
+            if len(self._buffers) > 16:  # sizes come and go only with cameras; keep the table small
+                self._buffers.clear()
+            buf = self._buffers[key] = np.empty((len(frames), nh, nw, 3), np.uint8)
+        for i, rgb in enumerate(frames):
+            h, w = rgb.shape[:2]
+            if (w, h) == (nw, nh):
+                buf[i] = rgb
+            else:
+                cv2.resize(rgb, (nw, nh), dst=buf[i],
+                           interpolation=cv2.INTER_AREA if w > nw else cv2.INTER_LINEAR)
+        return buf
 
     def segment(self, rgb: np.ndarray, *, output_size: str = "input", flip_tta: bool | None = None) -> Segmentation:
         """Segment an HxWx3 uint8 RGB frame.
 
-        The frame is resized to the model's input size; labels come back at the
-        frame's size (nearest) or, with output_size='network', at the model's.
+        The frame reaches the network at network_size_for(its size); labels come back at the
+        frame's size (nearest) or, with output_size='network', at the network's.
         flip_tta overrides the segmenter's own setting for this frame.
         """
-        t0 = time.perf_counter()
-        net_in = self._network_input(rgb)
-        h, w = rgb.shape[:2]
-        nw, nh = self.input_size
-        ids, prob = self._logits_top(net_in, self.flip_tta if flip_tta is None else flip_tta)
-        conf = prob if prob.dtype == np.uint8 else np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        if output_size == "input" and (w, h) != (nw, nh):
-            ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
-            conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
-        return Segmentation(ids, conf, (time.perf_counter() - t0) * 1000.0)
+        return self.segment_batch([rgb], output_size=output_size, flip_tta=flip_tta)[0]
+
+    def segment_batch(self, frames: list[np.ndarray], *, output_size: str = "input",
+                      flip_tta: bool | None = None) -> list[Segmentation]:
+        """Segment several frames; those with one network size run as one batch (InputError for a bad one)."""
+        for rgb in frames:
+            self._check(rgb)
+        flip = self.flip_tta if flip_tta is None else flip_tta
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, rgb in enumerate(frames):
+            groups.setdefault(self.network_size_for(rgb.shape[1], rgb.shape[0]), []).append(i)
+        out: list[Segmentation | None] = [None] * len(frames)
+        for size, idx in groups.items():
+            for start in range(0, len(idx), self.max_batch if self._trt_bound() else len(idx)):
+                chunk = idx[start:start + (self.max_batch if self._trt_bound() else len(idx))]
+                t0 = time.perf_counter()
+                ids, conf = self._top(self._batch_input([frames[i] for i in chunk], size), flip)
+                for j, i in enumerate(chunk):
+                    h, w = frames[i].shape[:2]
+                    lab, cf = ids[j], conf[j]
+                    if output_size == "input" and (w, h) != size:
+                        lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
+                        cf = cv2.resize(cf, (w, h), interpolation=cv2.INTER_LINEAR)
+                    out[i] = Segmentation(lab, cf, 0.0)
+                ms = (time.perf_counter() - t0) * 1000.0
+                for i in chunk:
+                    out[i].inference_ms = ms
+        return out
+
+    def _trt_bound(self) -> bool:
+        """TensorRT engines are built for batches up to max_batch; other backends take any batch."""
+        return getattr(self, "_trt", None) is not None
 
     def describe(self) -> str:
-        return (f"{self.info.arch} ({self.classes.num_classes} classes, input {self.input_size[0]}x"
-                f"{self.input_size[1]}) from {self.model_path} on {self.provider}"
+        setting = self.input_setting
+        net = setting if isinstance(setting, str) else f"{setting[0]}x{setting[1]}"
+        return (f"{self.info.arch} ({self.classes.num_classes} classes, trained at {self.input_size[0]}x"
+                f"{self.input_size[1]}, network input {net}) "
+                f"from {getattr(self, 'onnx_path', self.model_path)} on {self.provider}"
                 + (" with flip TTA" if self.flip_tta else ""))
-
-
-def with_top_class(path: Path) -> bytes:
-    """The ONNX model at `path` with its logits turned into uint8 `labels` (ArgMax over classes) and
-    uint8 `confidence` (the softmax's maximum * 255, rounded), the outputs `segment` needs.
-    """
-    import onnx
-    from onnx import TensorProto, helper
-    model = onnx.load(str(path))
-    graph = model.graph
-    logits = graph.output[0].name
-    nodes = [
-        helper.make_node("ArgMax", [logits], ["top_ids"], axis=1, keepdims=0),
-        helper.make_node("Cast", ["top_ids"], ["labels"], to=TensorProto.UINT8),
-        # the softmax's maximum without the whole softmax: 1 / sum(exp(logits - max))
-        helper.make_node("ReduceMax", [logits], ["top_logit"], axes=[1], keepdims=1),
-        helper.make_node("Sub", [logits, "top_logit"], ["top_shifted"]),
-        helper.make_node("Exp", ["top_shifted"], ["top_exp"]),
-        helper.make_node("ReduceSum", ["top_exp", "top_axes"], ["top_sum"], keepdims=0),
-        helper.make_node("Div", ["top_255", "top_sum"], ["top_scaled"]),
-        helper.make_node("Add", ["top_scaled", "top_half"], ["top_rounded"]),
-        helper.make_node("Clip", ["top_rounded", "top_zero", "top_255"], ["top_clipped"]),
-        helper.make_node("Cast", ["top_clipped"], ["confidence"], to=TensorProto.UINT8),
-    ]
-    graph.initializer.extend([helper.make_tensor(name, TensorProto.FLOAT, [], [value]) for name, value in
-                              (("top_255", 255.0), ("top_half", 0.5), ("top_zero", 0.0))])
-    graph.initializer.append(helper.make_tensor("top_axes", TensorProto.INT64, [1], [1]))
-    graph.node.extend(nodes)
-    del graph.output[:]
-    graph.output.extend([helper.make_tensor_value_info("labels", TensorProto.UINT8, None),
-                         helper.make_tensor_value_info("confidence", TensorProto.UINT8, None)])
-    if next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 18:
-        raise ValueError("ReduceMax takes its axes as an input from opset 18 on")
-    return model.SerializeToString()
 
 
 #: The shipped models by name; they live inside the installed Python package, so pip and colcon installs find them.
