@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..classes import ClassTableError
 from ..inference.checkpoint import CheckpointError
 from ..inference.export import ExportMismatchError
+from ..inference.input_size import InputSizeError
+from ..inference.providers import ProviderError
 from ..inference.segmenter import InputError
-from ..learning.datasets import LAYOUTS, DatasetError
+from ..learning.datasets import IMAGE_SUFFIXES, LAYOUTS, DatasetError, read_rgb
 from ..learning.models import UnknownModelError
 from ..learning.training import CHOICES, ConfigError, TrainConfig
 from .common import add_model_args, open_segmenter
 
 EXPECTED_ERRORS = (CheckpointError, ClassTableError, DatasetError, UnknownModelError, ConfigError,
-                   FileNotFoundError, InputError, ExportMismatchError)
+                   FileNotFoundError, InputError, ExportMismatchError, InputSizeError, ProviderError)
 
 
 def _pair(kind):
@@ -197,13 +200,11 @@ def _bird_eye(rgb, labels, seg, calibration, args, cache: dict):
 
 
 def run_predict(args) -> int:
-    from pathlib import Path
 
     import cv2
     from tqdm import tqdm
 
     from ..inference.masks import overlay
-    from ..learning.datasets import IMAGE_SUFFIXES, read_rgb
 
     src = Path(args.input)
     if src.is_dir():
@@ -263,8 +264,16 @@ def add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against PyTorch)",
                        description="Export to ONNX with dynamic batch/height/width, the checkpoint metadata "
                                    "stored in the file, and outputs compared with PyTorch.")
-    p.add_argument("checkpoint", help="model checkpoint (.pt)")
+    p.add_argument("checkpoint", help="model checkpoint (.pt); with --int8 also an exported fp32 .onnx")
     p.add_argument("--output", help="ONNX file (default: the checkpoint path with .onnx)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write the int8 model (static QDQ quantization, per-channel weights) next to the fp32 "
+                        "one as NAME.int8.onnx, calibrated on --calibration frames")
+    p.add_argument("--calibration", nargs="+", metavar="PATH",
+                   help="training images (files or folders searched recursively) to calibrate the int8 model on; "
+                        "frames of the model's own training drives, never of the drives you evaluate on")
+    p.add_argument("--calibration-frames", type=int, default=64,
+                   help="use at most this many of them, evenly spaced (default 64)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--static", action="store_true", help="fixed input size instead of dynamic axes")
     p.add_argument("--half-weights", metavar="PT",
@@ -275,6 +284,12 @@ def run_export(args) -> int:
     from ..inference.checkpoint import load_checkpoint, save_checkpoint
     from ..inference.export import export_onnx
     ckpt = args.checkpoint
+    if args.int8 and not args.calibration:
+        raise DatasetError("--int8 needs --calibration images (frames of the model's training drives)")
+    if str(ckpt).endswith(".onnx"):
+        if not args.int8:
+            raise CheckpointError(f"{ckpt} is already ONNX; give the .pt checkpoint (or add --int8 to quantize it)")
+        return _export_int8(Path(ckpt), args)
     if args.half_weights:
         model, info = load_checkpoint(ckpt)
         save_checkpoint(args.half_weights, model, info, half=True)
@@ -284,6 +299,34 @@ def run_export(args) -> int:
     print(f"wrote {res['output']} ({res['bytes'] / 1e6:.1f} MB); vs PyTorch: max |logit diff| "
           f"{res['max_abs_diff']:.2e}, label agreement {100 * res['label_agreement']:.3f}% "
           f"at sizes {res['checked_sizes']}")
+    return _export_int8(Path(res["output"]), args) if args.int8 else 0
+
+
+def _export_int8(fp32: Path, args) -> int:
+    """Quantize `fp32` on the calibration frames and say how far its labels move on them."""
+    from ..inference.quantize import quantize_int8
+    from ..inference.segmenter import Segmenter
+    files = []
+    for item in args.calibration:
+        path = Path(item)
+        files += sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() \
+            else [path]
+    if not files:
+        raise DatasetError(f"no images (.png, .jpg) in {args.calibration}")
+    if len(files) > args.calibration_frames:
+        step = len(files) / args.calibration_frames
+        files = [files[int(i * step)] for i in range(args.calibration_frames)]
+    res = quantize_int8(fp32, (read_rgb(f) for f in files),
+                        source=f"{len(files)} images from {', '.join(Path(c).name for c in args.calibration)}")
+    a = Segmenter(fp32, precision="fp32")
+    b = Segmenter(res["output"], precision="int8")
+    agree = total = 0
+    for f in files[:16]:
+        rgb = read_rgb(f)
+        agree += int((a.segment(rgb).labels == b.segment(rgb).labels).sum())
+        total += rgb.shape[0] * rgb.shape[1]
+    print(f"wrote {res['output']} ({res['bytes'] / 1e6:.1f} MB, int8, calibrated on {res['calibration_frames']} "
+          f"frames); label agreement with fp32 on {min(16, len(files))} of them: {100 * agree / total:.2f}%")
     return 0
 
 

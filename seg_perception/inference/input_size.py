@@ -1,15 +1,16 @@
 # Copyright 2026 The seg_perception authors
 # SPDX-License-Identifier: Apache-2.0
-"""The network input size for a camera frame: the camera's aspect ratio kept, the model's cost kept.
+"""The network input size for a camera frame: the camera's aspect ratio and the model's scale kept.
 
 The shipped networks are fully convolutional, so they take any size; squeezing a 16:9 frame into
-the model's 4:3 training size would stretch every object by a third. `auto` keeps the frame's
-aspect and the model's pixel count (so the per-frame cost in the model card holds for any camera),
-each side a multiple of the network's stride.
+the model's 4:3 training size would stretch every object by a third. `auto` keeps the model's
+input height (objects at the scale it was trained on) and the frame's aspect: the width follows,
+rounded to the network's stride (16:9 -> 640x360 for a 480x360 model). That beat both the squeeze
+and keeping the model's pixel count (544x320) on held-out drives cropped to 16:9 (docs/performance.md).
+A wider camera costs more per frame, in proportion to its width.
 """
 from __future__ import annotations
 
-import math
 import re
 
 #: Every family's total downsampling divides this (LR-ASPP, DeepLabV3 and FCN: 8 or 16; U-Net: 16).
@@ -54,8 +55,8 @@ def network_size(frame_size: tuple[int, int], model_size: tuple[int, int], setti
                  stride: int = NETWORK_STRIDE) -> tuple[int, int]:
     """(width, height) the network sees for a frame of `frame_size` (width, height).
 
-    auto: the model's own size for a frame of the model's aspect; otherwise the model's pixel count
-    at the frame's aspect, each side rounded to the stride (16:9 -> 544x320 for a 480x360 model).
+    auto: the model's own size for a frame of the model's aspect; otherwise the model's height and
+    the frame's aspect, the width rounded to the stride (16:9 -> 640x360 for a 480x360 model).
     """
     if setting == MODEL:
         return tuple(model_size)
@@ -66,5 +67,4 @@ def network_size(frame_size: tuple[int, int], model_size: tuple[int, int], setti
     aspect = fw / fh
     if abs(aspect / (mw / mh) - 1.0) <= SAME_ASPECT:
         return (mw, mh)
-    area = mw * mh
-    return (_to_stride(math.sqrt(area * aspect), stride), _to_stride(math.sqrt(area / aspect), stride))
+    return (_to_stride(mh * aspect, stride), mh)

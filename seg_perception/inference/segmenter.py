@@ -401,7 +401,7 @@ class Segmenter:
 
         For what the top class alone cannot say, such as the entropy of a pixel.
         """
-        self._check(rgb)
+        self.check_frame(rgb)
         size = self.network_size_for(rgb.shape[1], rgb.shape[0])
         x = self._batch_input([rgb], size)
         flip = self.flip_tta if flip_tta is None else flip_tta
@@ -411,7 +411,8 @@ class Segmenter:
         return self._onnx_probs(self._onnx_logits(x, flip), flip, 1)[0].astype(np.float32)
 
     @staticmethod
-    def _check(rgb) -> None:
+    def check_frame(rgb) -> None:
+        """InputError for what cannot be a camera frame (wrong type or shape, empty, absurdly large)."""
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise InputError(f"expected an HxWx3 uint8 RGB array, got "
                              f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}")
@@ -452,7 +453,7 @@ class Segmenter:
                       flip_tta: bool | None = None) -> list[Segmentation]:
         """Segment several frames; those with one network size run as one batch (InputError for a bad one)."""
         for rgb in frames:
-            self._check(rgb)
+            self.check_frame(rgb)
         flip = self.flip_tta if flip_tta is None else flip_tta
         groups: dict[tuple[int, int], list[int]] = {}
         for i, rgb in enumerate(frames):

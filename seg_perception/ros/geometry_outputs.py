@@ -146,18 +146,25 @@ class GeometryProblem(Exception):
 
 
 class GeometryOutputs:
-    """Publishers, CameraInfo pairing, pose lookup and the cached projection of one node."""
+    """Publishers, CameraInfo pairing, pose lookup and the cached projection of one camera.
 
-    def __init__(self, node, *, out_qos, make_publisher=None) -> None:
+    `prefix` is where the outputs go ('~/' for the single-camera node), `info_topic` the camera's
+    CameraInfo, `label` the camera's name in /diagnostics when a node has several.
+    """
+
+    def __init__(self, node, *, out_qos, make_publisher=None, prefix: str = "~/", info_topic: str = "camera_info",
+                 label: str = "") -> None:
         self.node = node
         make = make_publisher or node.create_publisher
-        self.pub_info = make(CameraInfo, "~/camera_info", out_qos)
-        self.pub_points = make(PointCloud2, "~/points", out_qos)
-        self.pub_scan = make(LaserScan, "~/scan", out_qos)
-        self.pub_obstacles = make(PointCloud2, "~/obstacles", out_qos)
-        self.pub_grid = make(OccupancyGrid, "~/grid", out_qos)
+        self.pub_info = make(CameraInfo, prefix + "camera_info", out_qos)
+        self.pub_points = make(PointCloud2, prefix + "points", out_qos)
+        self.pub_scan = make(LaserScan, prefix + "scan", out_qos)
+        self.pub_obstacles = make(PointCloud2, prefix + "obstacles", out_qos)
+        self.pub_grid = make(OccupancyGrid, prefix + "grid", out_qos)
+        self.label = label
         self.sub_info = None
-        self.info_topic = node.resolve_topic_name("camera_info")
+        self._info_name = info_topic
+        self.info_topic = node.resolve_topic_name(info_topic)
         self._infos: OrderedDict[tuple, CameraInfo] = OrderedDict()
         self._info_cond = threading.Condition()
         self._models: dict[tuple, CameraModel | CameraModelError] = {}
@@ -175,7 +182,7 @@ class GeometryOutputs:
 
     # -- inputs ---------------------------------------------------------------------
     def open_input(self, info_qos) -> None:
-        self.sub_info = self.node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, info_qos,
+        self.sub_info = self.node.create_subscription(CameraInfo, self._info_name, self._on_camera_info, info_qos,
                                                       qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.info_topic = self.sub_info.topic_name
 
@@ -357,7 +364,8 @@ class GeometryOutputs:
     def diagnostic_status(self, settings: GeometrySettings | None) -> DiagnosticStatus:
         with self.lock:
             (level, message), counts, ms = self.state, dict(self.counts), list(self.recent_ms)
-        status = DiagnosticStatus(name=f"{self.node.get_fully_qualified_name()}: ground projection",
+        status = DiagnosticStatus(name=f"{self.node.get_fully_qualified_name()}: ground projection"
+                                  + (f" {self.label}" if self.label else ""),
                                   level=level, message=message, hardware_id="")
         pose_source = ("parameters" if settings and settings.pose is not None else "tf")
         status.values = [KeyValue(key=k, value=v) for k, v in (

@@ -37,13 +37,11 @@ import re
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -61,23 +59,21 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image
 
 from ..classes import ClassTable, ClassTableError
-from ..inference.masks import group_lut, group_mask, overlay
+from ..inference.input_size import parse_input_size
+from ..inference.masks import group_lut
+from .camera_stream import CameraStream
+from .camera_topics import camera_info_topic, output_prefix, parse_cameras
 from .executable import run_node
-from .geometry_outputs import (
-    GEOMETRY_PARAMETERS,
-    GeometryOutputs,
-    GeometrySettings,
-    build_geometry_settings,
-)
-from .ros_image import ImageFormatError, compressed_to_rgb, image_to_rgb, make_image
+from .geometry_outputs import GEOMETRY_PARAMETERS, GeometrySettings, build_geometry_settings
+from .ros_image import ImageFormatError
 from .throttled_log import ThrottledWarnings
 
 NODE_NAME = "segmentation"
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
 TRANSPORTS = ("raw", "compressed")
 RESOLUTIONS = ("input", "network")
 RELIABILITIES = ("best_effort", "reliable")
@@ -128,11 +124,30 @@ PARAMETERS: dict[str, tuple[int, object, dict]] = {
     "model": (_S, "", dict(read_only=True, description=(
         "A shipped model by name (camvid: 11 CamVid classes; driving: 7 classes, CamVid and Indian streets) "
         "or a model file (.pt checkpoint or exported .onnx); empty = driving (the default)"))),
+    "cameras": (_SA, None, dict(read_only=True, description=(
+        "Image topics of several cameras for one node (e.g. ['/front/image_raw', '/rear/image_raw']): the "
+        "newest frame of each is segmented in one batch; each camera's CameraInfo is its sibling camera_info "
+        "and its outputs go under its namespace (/front/segmentation/labels). Empty = one camera on 'image'"))),
     "device": (_S, "auto", dict(read_only=True, choices=DEVICES, description=(
-        "Inference device; auto = CUDA when a GPU is available, else CPU"))),
+        "Inference device; auto = CUDA when a GPU is available, else CPU. A GPU asked for where there is none: "
+        "the CPU, with an error in the log and a warning in /diagnostics"))),
     "backend": (_S, "auto", dict(read_only=True, choices=BACKENDS, description=(
-        "Inference backend; auto = PyTorch fp16 on CUDA, ONNX Runtime on CPU when an .onnx "
-        "of the checkpoint lies next to it"))),
+        "Inference backend; auto = the fastest available: ONNX Runtime's TensorRT (fp16) or PyTorch fp16 on a "
+        "GPU, ONNX Runtime on a CPU (the .onnx next to the checkpoint)"))),
+    "precision": (_S, "auto", dict(read_only=True, choices=PRECISIONS, description=(
+        "auto = int8 on CPUs with int8 dot products (VNNI, AMX) where the model's .int8.onnx exists, fp16 on "
+        "GPUs, else fp32"))),
+    "input_size": (_S, "auto", dict(read_only=True, description=(
+        "Network input: auto = the model's input height at the camera's aspect ratio (16:9 -> 640x360 for a "
+        "480x360 model); model = the model's training size whatever the camera; or WIDTHxHEIGHT"))),
+    "camera_resolution": (_IA, None, dict(read_only=True, description=(
+        "Camera frame size [width, height] the inference engine is built and warmed up for before the node "
+        "reports ready (TensorRT builds one engine per network size); empty = the model's training size"))),
+    "trt_cache_dir": (_S, "", dict(read_only=True, description=(
+        "TensorRT engine cache folder; empty = $ROS_HOME/seg_perception/tensorrt (one engine per model file, "
+        "network size and batch; a stale or corrupt one is rebuilt)"))),
+    "trt_rebuild": (_B, False, dict(read_only=True, description=(
+        "Discard the cached TensorRT engines of this model and build them again at start"))),
     "threads": (_I, 0, dict(read_only=True, int_range=(0, 256), description=(
         "CPU inference threads; 0 = library default (all cores)"))),
     "input_transport": (_S, "raw", dict(read_only=True, choices=TRANSPORTS, description=(
@@ -256,51 +271,6 @@ def build_settings(values: dict, classes: ClassTable) -> Settings:
                     geometry=build_geometry_settings(values))
 
 
-class _Stats:
-    """Counters and recent per-frame timings, shared by the worker, the log and diagnostics."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received = self.processed = self.dropped = self.skipped = self.overlays = 0
-        self.outputs = dict.fromkeys(("labels", "drivable_mask", "obstacle_mask", "confidence", "overlay"), 0)
-        self.recent: deque[tuple[float, float, float]] = deque(maxlen=4096)  # (t, latency, inference)
-
-    def totals(self) -> dict:
-        with self.lock:
-            return dict(received=self.received, processed=self.processed, dropped=self.dropped,
-                        skipped=self.skipped, overlays=self.overlays,
-                        **{f"published_{k}": v for k, v in self.outputs.items()})
-
-    def window(self, since: float) -> tuple[np.ndarray, np.ndarray]:
-        with self.lock:
-            rows = [r for r in self.recent if r[0] > since]
-        lat = np.array([r[1] for r in rows], np.float64)
-        inf = np.array([r[2] for r in rows], np.float64)
-        return lat, inf
-
-
-class _Window:
-    """What happened since the previous report (one per consumer: log line, diagnostics)."""
-
-    def __init__(self, stats: _Stats) -> None:
-        self.stats = stats
-        self.t = time.monotonic()
-        self.totals = stats.totals()
-
-    def next(self) -> dict:
-        now = time.monotonic()
-        totals = self.stats.totals()
-        lat, inf = self.stats.window(self.t)
-        span = max(now - self.t, 1e-6)
-        delta = {k: totals[k] - self.totals[k] for k in totals}
-        self.t, self.totals = now, totals
-        return dict(
-            span=span, fps=delta["processed"] / span, delta=delta, totals=totals,
-            latency_mean=float(lat.mean()) if lat.size else float("nan"),
-            latency_p95=float(np.percentile(lat, 95)) if lat.size else float("nan"),
-            inference_mean=float(inf.mean()) if inf.size else float("nan"))
-
-
 class SegmentationMixin:
     """What segmentation_node does, for a plain rclpy Node and for a managed (lifecycle) one.
 
@@ -323,13 +293,16 @@ class SegmentationMixin:
                 declared = self.declare_parameter(name, value, desc)
                 if default is None and declared.type_ == Parameter.Type.NOT_SET:
                     # An empty array of the declared type, so that get_parameters (ros2 param get/dump,
-                    # rqt) answers for it: rclpy cannot declare one directly (it types [] as bytes).
-                    self.set_parameters([Parameter(name, Parameter.Type(ptype), [])])
+                    # rqt) answers for it: rclpy cannot declare one directly (it types [] as bytes), and
+                    # a read-only one can only be given its value the way declare_parameter gives it.
+                    empty = Parameter(name, Parameter.Type(ptype), [])
+                    if desc.read_only:
+                        self._set_parameters_atomically_common([empty], {name: desc})
+                    else:
+                        self.set_parameters([empty])
             except (InvalidParameterTypeException, InvalidParameterValueException, ParameterException) as exc:
                 raise StartupError(f"parameter '{name}': {_first_line(exc)}", self.get_logger().name) from None
-        self.stats = _Stats()
         self._cond = threading.Condition()
-        self._pending = None
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._timers: list = []
@@ -339,8 +312,7 @@ class SegmentationMixin:
         self._namesake_reported = False
         self.segmenter = None
         self.settings: Settings | None = None
-        self.sub = None
-        self.geometry: GeometryOutputs | None = None
+        self.streams: list[CameraStream] = []
         self._outputs: list = []
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
@@ -361,10 +333,20 @@ class SegmentationMixin:
 
     def _read_only_values(self) -> dict:
         values = {name: self._value(name) for name in PARAMETERS if PARAMETERS[name][2].get("read_only")}
-        for name, choices in (("device", DEVICES), ("backend", BACKENDS), ("input_transport", TRANSPORTS),
-                              ("qos_reliability", RELIABILITIES), ("output_qos_reliability", RELIABILITIES)):
+        for name, choices in (("device", DEVICES), ("backend", BACKENDS), ("precision", PRECISIONS),
+                              ("input_transport", TRANSPORTS), ("qos_reliability", RELIABILITIES),
+                              ("output_qos_reliability", RELIABILITIES)):
             if values[name] not in choices:
                 raise StartupError(f"parameter '{name}' is '{values[name]}'; choose one of {list(choices)}")
+        try:
+            values["cameras"] = parse_cameras(list(values["cameras"] or []))
+            values["input_size"] = parse_input_size(values["input_size"])
+        except ValueError as exc:
+            raise StartupError(f"parameter {exc}") from None
+        size = list(values["camera_resolution"] or [])
+        if size and (len(size) != 2 or min(size) < 1 or max(size) > 16384):
+            raise StartupError(f"parameter camera_resolution {size}: give [width, height] in pixels (or leave empty)")
+        values["camera_resolution"] = tuple(size) or None
         return values
 
     def _runtime_values(self, overrides=()) -> dict:
@@ -407,45 +389,50 @@ class SegmentationMixin:
         self._InputError = InputError
         try:
             self.segmenter = Segmenter(ro["model"], device=ro["device"], backend=ro["backend"],
-                                       threads=ro["threads"] or None)
+                                       precision=ro["precision"], input_size=ro["input_size"],
+                                       threads=ro["threads"] or None, max_batch=max(1, len(ro["cameras"])),
+                                       trt_cache_dir=ro["trt_cache_dir"] or None, trt_rebuild=ro["trt_rebuild"])
         except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError is a ValueError
             raise StartupError(f"cannot load model: {_first_line(exc)}") from None
+        for note in self.segmenter.notes:
+            self.get_logger().error(note) if "requested" in note else self.get_logger().warning(note)
         self._refuse_a_namesake(wait=1.0)  # after the model load: discovery has had seconds
         try:
             self.settings = build_settings(self._runtime_values(), self.segmenter.classes)
         except ValueError as exc:
             self.segmenter = None
             raise StartupError(f"invalid parameter: {exc} (model {Path(ro['model'] or 'driving').name})") from None
+        try:  # before the node reports ready: TensorRT engines are built here, not on the first frame
+            self._warmup_ms = self.segmenter.warm_up(ro["camera_resolution"], batch=max(1, len(ro["cameras"])))
+        except Exception as exc:
+            self.segmenter = None
+            raise StartupError(f"cannot run the model: {_first_line(exc)}") from None
         self._ro = ro
 
     def open_outputs(self) -> None:
         ro = self._ro
         out_qos = _qos(ro["output_qos_reliability"], ro["output_qos_depth"])
-        self.pub_labels = self._make_publisher(Image, "~/labels", out_qos)
-        self.pub_drivable = self._make_publisher(Image, "~/drivable_mask", out_qos)
-        self.pub_obstacle = self._make_publisher(Image, "~/obstacle_mask", out_qos)
-        self.pub_confidence = self._make_publisher(Image, "~/confidence", out_qos)
-        self.pub_overlay = self._make_publisher(Image, "~/overlay", out_qos)
+        if ro["cameras"]:
+            self.streams = [CameraStream(self, image_topic=topic, info_topic=camera_info_topic(topic),
+                                         prefix=output_prefix(topic, self.get_name()), out_qos=out_qos,
+                                         make_publisher=self._make_publisher, label=topic)
+                            for topic in ro["cameras"]]
+        else:
+            self.streams = [CameraStream(self, image_topic="image", info_topic="camera_info", prefix="~/",
+                                         out_qos=out_qos, make_publisher=self._make_publisher)]
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.geometry = GeometryOutputs(self, out_qos=out_qos, make_publisher=self._make_publisher)
         self.pub_label_info = publish_label_info(self, self.segmenter.classes)
-        self._outputs = [p for p in (self.pub_labels, self.pub_drivable, self.pub_obstacle, self.pub_confidence,
-                                     self.pub_overlay, self.pub_diagnostics, self.pub_label_info) if p is not None]
+        self._outputs = [p for p in (self.pub_diagnostics, self.pub_label_info) if p is not None]
 
     def open_inputs(self) -> None:
         ro = self._ro
         in_qos = _qos(ro["qos_reliability"], ro["qos_depth"])
-        self.compressed = ro["input_transport"] == "compressed"
+        compressed = ro["input_transport"] == "compressed"
         self._stop.clear()
-        if self.compressed:
-            self.sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos,
-                                                qos_overriding_options=QOS_OVERRIDES)
-        else:
-            self.sub = self.create_subscription(Image, "image", self._on_image, in_qos,
-                                                qos_overriding_options=QOS_OVERRIDES)
-        self.geometry.open_input(_qos(ro["qos_reliability"], 10))
-        self._log_window = _Window(self.stats)
-        self._diag_window = _Window(self.stats)
+        for stream in self.streams:
+            stream.open_input(compressed=compressed, in_qos=in_qos, info_qos=_qos(ro["qos_reliability"], 10),
+                              qos_overrides=QOS_OVERRIDES,
+                              on_image=lambda msg, stream=stream: self._on_image(stream, msg))
         if ro["stats_period"] > 0:
             self._timers.append(self.create_timer(float(ro["stats_period"]), self._log_stats))
         if ro["diagnostics_period"] > 0:
@@ -454,34 +441,35 @@ class SegmentationMixin:
         self._worker.start()
         s = self.settings
         names = self.segmenter.classes.names
+        topics = ", ".join(stream.topic for stream in self.streams)
+        where = (self.resolve_topic_name("~") if not ro["cameras"] else
+                 "each camera's namespace (" + ", ".join(
+                     self.resolve_topic_name(output_prefix(t, self.get_name()) + "labels") for t in ro["cameras"])
+                 + ")")
         self.get_logger().info(
-            f"segmenting {self.sub.topic_name} ({'CompressedImage' if self.compressed else 'Image'}, "
+            f"segmenting {topics} ({'CompressedImage' if compressed else 'Image'}, "
             f"{ro['qos_reliability']} depth {ro['qos_depth']}) with {self.segmenter.describe()}; "
-            f"publishing under {self.resolve_topic_name('~')}; drivable "
+            f"publishing under {where}; drivable "
             f"{[names[i] for i in s.drivable_ids]}, obstacle {[names[i] for i in s.obstacle_ids]}"
             + ("; flip TTA on" if s.flip_tta else ""))
 
     def close_inputs(self) -> None:
-        """Stop taking frames: the worker finishes its frame, subscriptions and timers go."""
+        """Stop taking frames: the worker finishes its frames, subscriptions and timers go."""
         self.stop()
         for timer in self._timers:
             self.destroy_timer(timer)
         self._timers = []
-        if self.sub is not None:
-            self.destroy_subscription(self.sub)
-            self.sub = None
-        if self.geometry is not None:
-            self.geometry.close_input()
         with self._cond:
-            self._pending = None
+            for stream in self.streams:
+                stream.close_input()
 
     def close_outputs(self) -> None:
         for pub in self._outputs:
             self.destroy_publisher(pub)
         self._outputs = []
-        if self.geometry is not None:
-            self.geometry.close_outputs()
-            self.geometry = None
+        for stream in self.streams:
+            stream.close_outputs()
+        self.streams = []
 
     def unload(self) -> None:
         self.segmenter = None
@@ -513,159 +501,87 @@ class SegmentationMixin:
         self._worker = None
 
     # -- input --------------------------------------------------------------------
-    def _on_image(self, msg) -> None:
-        """Keep only the newest frame; the worker takes it from here."""
+    def _on_image(self, stream: CameraStream, msg) -> None:
+        """Keep only each camera's newest frame; the worker takes them from here."""
         with self._cond:
-            with self.stats.lock:
-                self.stats.received += 1
-                if self._pending is not None:
-                    self.stats.dropped += 1
-            self._pending = (msg, time.monotonic())
+            stream.offer(msg)
             self._cond.notify()
 
     def _work(self) -> None:
         while not self._stop.is_set():
             with self._cond:
-                while self._pending is None and not self._stop.is_set():
+                while not any(s.pending is not None for s in self.streams) and not self._stop.is_set():
                     self._cond.wait(0.5)
                 if self._stop.is_set():
                     return
-                msg, t_received = self._pending
-                self._pending = None
+                batch = [(stream, *stream.take()) for stream in self.streams if stream.pending is not None]
             try:
-                self.process(msg, t_received)
-            except Exception as exc:  # never let one frame end the worker
+                self.process(batch)
+            except Exception as exc:  # never let one batch end the worker
                 if self._stop.is_set() or not self.context.ok():
                     return
-                self._skip("processing", f"processing failed: {type(exc).__name__}: {_first_line(exc)}")
+                for stream, _, _ in batch:
+                    self._skip(stream, "processing", f"processing failed: {type(exc).__name__}: {_first_line(exc)}")
 
-    def _skip(self, kind: str, reason: str) -> None:
+    def _skip(self, stream: CameraStream, kind: str, reason: str) -> None:
         """Count a skipped frame; log it at most once per BAD_INPUT_LOG_PERIOD per kind of problem.
 
         A kind is the stage (decode, input, processing) and the message with its variable parts
         (quoted values, numbers) blanked: a text that changes every frame (a made-up encoding)
         cannot defeat the limit, and the table keeps at most BAD_INPUT_KINDS entries.
         """
-        with self.stats.lock:
-            self.stats.skipped += 1
+        with stream.stats.lock:
+            stream.stats.skipped += 1
         self._bad_input_log(f"{kind}: {_VARIABLE_PARTS.sub('#', reason)[:120]}",
-                            f"skipped frame from {self.sub.topic_name}: {reason}")
+                            f"skipped frame from {stream.topic}: {reason}")
 
-    def process(self, msg, t_received: float) -> None:
-        """Segment one frame and publish every output with the frame's header."""
+    def process(self, batch: list) -> None:
+        """Segment the newest frame of each camera as one batch and publish each camera's outputs."""
         s = self.settings
-        try:
-            rgb = compressed_to_rgb(msg) if self.compressed else image_to_rgb(msg)
-        except ImageFormatError as exc:
-            self._skip("decode", str(exc))
+        ready = []
+        for stream, msg, t_received in batch:
+            try:
+                rgb = stream.decode(msg)
+                self.segmenter.check_frame(rgb)
+            except ImageFormatError as exc:
+                self._skip(stream, "decode", str(exc))
+                continue
+            except self._InputError as exc:
+                self._skip(stream, "input", str(exc))
+                continue
+            ready.append((stream, msg.header, rgb, t_received))
+        if not ready:
             return
-        try:
-            seg = self.segmenter.segment(rgb, output_size=s.output_resolution, flip_tta=s.flip_tta)
-        except self._InputError as exc:
-            self._skip("input", str(exc))
-            return
-        header = msg.header
-        labels = seg.labels
-        # Only outputs with subscribers are made (rclpy's publish to nobody still serialises).
-        wanted = {name: pub.get_subscription_count() > 0 for name, pub in (
-            ("labels", self.pub_labels), ("drivable_mask", self.pub_drivable), ("obstacle_mask", self.pub_obstacle),
-            ("confidence", self.pub_confidence), ("overlay", self.pub_overlay))}
-        wanted["confidence"] &= s.publish_confidence
-        wanted["overlay"] &= s.publish_overlay
-        geometry_wanted = self.geometry.wanted()
-        drivable = None
-        if wanted["drivable_mask"] or any(geometry_wanted[k] for k in ("scan", "obstacles", "grid")):
-            drivable = group_mask(labels, s.drivable_lut)
-        if wanted["labels"]:
-            self.pub_labels.publish(make_image(labels, "mono8", header))
-        if wanted["drivable_mask"]:
-            self.pub_drivable.publish(make_image(drivable, "mono8", header))
-        if wanted["obstacle_mask"]:
-            self.pub_obstacle.publish(make_image(group_mask(labels, s.obstacle_lut), "mono8", header))
-        if wanted["confidence"]:
-            self.pub_confidence.publish(make_image(seg.confidence, "mono8", header))
-        if wanted["overlay"]:
-            base = rgb
-            if labels.shape != rgb.shape[:2]:
-                base = cv2.resize(rgb, (labels.shape[1], labels.shape[0]), interpolation=cv2.INTER_AREA)
-            self.pub_overlay.publish(make_image(overlay(base, labels, s.palette_lut, s.overlay_alpha),
-                                                "rgb8", header))
-        made_overlay = wanted["overlay"]
-        self.geometry.process(header, labels, seg.confidence, drivable, s.obstacle_lut, (rgb.shape[1], rgb.shape[0]),
-                              s.geometry, wanted=geometry_wanted)
-        done = time.monotonic()
-        with self.stats.lock:
-            self.stats.processed += 1
-            self.stats.overlays += made_overlay
-            for name, made in wanted.items():
-                self.stats.outputs[name] += made
-            self.stats.recent.append((done, (done - t_received) * 1000.0, seg.inference_ms))
+        segs = self.segmenter.segment_batch([rgb for _, _, rgb, _ in ready], output_size=s.output_resolution,
+                                            flip_tta=s.flip_tta)
+        for (stream, header, rgb, t_received), seg in zip(ready, segs):
+            stream.publish(header, rgb, seg, s, t_received)
 
     # -- reporting ------------------------------------------------------------------
     def _log_stats(self) -> None:
-        w = self._log_window.next()
-        d = w["delta"]
-        if d["received"] == 0 and d["skipped"] == 0:
-            pubs = self.count_publishers(self.sub.topic_name)
-            if pubs:
-                self.get_logger().warning(f"no frames on {self.sub.topic_name} in the last {w['span']:.0f} s although "
-                                          f"{pubs} publisher{'s are' if pubs != 1 else ' is'} matched: "
-                                          + NO_FRAMES_FIX)
-            else:
-                self.get_logger().info(f"no frames on {self.sub.topic_name} in the last {w['span']:.0f} s "
-                                       "(no publisher)")
-            return
-        def ms(v: float) -> str:
-            return "n/a" if math.isnan(v) else f"{v:.1f} ms"
-
-        self.get_logger().info(
-            f"{w['fps']:.1f} frames/s, latency mean {ms(w['latency_mean'])} p95 {ms(w['latency_p95'])} "
-            f"(inference {ms(w['inference_mean'])}), dropped {d['dropped']}, skipped {d['skipped']} "
-            f"in {w['span']:.0f} s; totals: {w['totals']['processed']} processed, "
-            f"{w['totals']['dropped']} dropped, {w['totals']['skipped']} skipped")
+        for stream in self.streams:
+            line = stream.log_line(NO_FRAMES_FIX)
+            if line is not None:
+                level, text = line
+                (self.get_logger().warning if level == "warning" else self.get_logger().info)(text)
 
     def _publish_diagnostics(self) -> None:
-        w = self._diag_window.next()
-        d, t = w["delta"], w["totals"]
-        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: semantic segmentation",
-                                  hardware_id=self.segmenter.provider)
+        problem = None
         namesakes = self.namesakes()
         if namesakes > 0:
-            status.level = DiagnosticStatus.ERROR
-            status.message = f"{namesakes} other node(s) named {self.get_fully_qualified_name()} in the graph"
+            problem = (DiagnosticStatus.ERROR, f"{namesakes} other node(s) named {self.get_fully_qualified_name()} "
+                                               "in the graph")
             if not self._namesake_reported:
-                self.get_logger().error(status.message + ": outputs and parameter calls are shared; stop one")
+                self.get_logger().error(problem[1] + ": outputs and parameter calls are shared; stop one")
                 self._namesake_reported = True
-        elif d["received"] == 0:
-            pubs = self.count_publishers(self.sub.topic_name)
-            status.level = DiagnosticStatus.WARN
-            status.message = (f"no input frames on {self.sub.topic_name}"
-                              + (f" although {pubs} publisher(s) matched: {NO_FRAMES_FIX}" if pubs else ""))
-        elif d["skipped"]:
-            status.level, status.message = DiagnosticStatus.WARN, f"{d['skipped']} bad input frames skipped"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, f"{w['fps']:.1f} frames/s"
-
-        def fmt(v: float) -> str:
-            return "nan" if math.isnan(v) else f"{v:.2f}"
-
-        status.values = [KeyValue(key=k, value=v) for k, v in (
-            ("frames_per_second", fmt(w["fps"])),
-            ("latency_mean_ms", fmt(w["latency_mean"])),
-            ("latency_p95_ms", fmt(w["latency_p95"])),
-            ("inference_mean_ms", fmt(w["inference_mean"])),
-            ("dropped", str(d["dropped"])),
-            ("skipped", str(d["skipped"])),
-            ("frames_received_total", str(t["received"])),
-            ("frames_processed_total", str(t["processed"])),
-            ("dropped_total", str(t["dropped"])),
-            ("skipped_total", str(t["skipped"])),
-            ("overlays_total", str(t["overlays"])),
-            *((f"{k}_total", str(v)) for k, v in t.items() if k.startswith("published_")),
-            ("input_topic", self.sub.topic_name),
-            ("model", str(self.segmenter.model_path)),
-        )]
-        msg = DiagnosticArray(status=[status, self.geometry.diagnostic_status(self.settings.geometry)])
+        elif self.segmenter.notes:
+            problem = (DiagnosticStatus.WARN, "; ".join(self.segmenter.notes))
+        name = f"{self.get_fully_qualified_name()}: semantic segmentation"
+        extra = (("model", str(self.segmenter.model_path)), ("inference", self.segmenter.provider))
+        statuses = [stream.diagnostic_status(name, self.segmenter.provider, extra, problem, NO_FRAMES_FIX)
+                    for stream in self.streams]
+        statuses += [stream.geometry.diagnostic_status(self.settings.geometry) for stream in self.streams]
+        msg = DiagnosticArray(status=statuses)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(msg)
 
