@@ -23,12 +23,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-
-
-def camera_info_topic(camera_topic: str) -> str:
-    """The CameraInfo topic next to an image topic: /ns/image_raw -> /ns/camera_info."""
-    head, _, _ = camera_topic.rstrip("/").rpartition("/")
-    return f"{head}/camera_info" if head or camera_topic.startswith("/") else "camera_info"
+from seg_perception.ros.camera_topics import camera_info_topic
 
 
 def _float_list(text: str, name: str) -> list[float]:

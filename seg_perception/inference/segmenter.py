@@ -450,8 +450,11 @@ class Segmenter:
         return self.segment_batch([rgb], output_size=output_size, flip_tta=flip_tta)[0]
 
     def segment_batch(self, frames: list[np.ndarray], *, output_size: str = "input",
-                      flip_tta: bool | None = None) -> list[Segmentation]:
-        """Segment several frames; those with one network size run as one batch (InputError for a bad one)."""
+                      flip_tta: bool | None = None, confidence: bool = True) -> list[Segmentation]:
+        """Segment several frames; those with one network size run as one batch (InputError for a bad one).
+
+        confidence=False leaves the confidence at the network's size (nobody needs it resized).
+        """
         for rgb in frames:
             self.check_frame(rgb)
         flip = self.flip_tta if flip_tta is None else flip_tta
@@ -469,7 +472,7 @@ class Segmenter:
                     lab, cf = ids[j], conf[j]
                     if output_size == "input" and (w, h) != size:
                         lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
-                        cf = cv2.resize(cf, (w, h), interpolation=cv2.INTER_LINEAR)
+                        cf = cv2.resize(cf, (w, h), interpolation=cv2.INTER_LINEAR) if confidence else cf
                     out[i] = Segmentation(lab, cf, 0.0)
                 ms = (time.perf_counter() - t0) * 1000.0
                 for i in chunk:

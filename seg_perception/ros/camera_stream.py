@@ -31,14 +31,14 @@ class Stats:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.received = self.processed = self.dropped = self.skipped = self.overlays = 0
+        self.received = self.processed = self.dropped = self.skipped = self.overlays = self.batched = 0
         self.outputs = dict.fromkeys(IMAGE_OUTPUTS, 0)
         self.recent: deque[tuple[float, float, float]] = deque(maxlen=4096)  # (t, latency, inference)
 
     def totals(self) -> dict:
         with self.lock:
             return dict(received=self.received, processed=self.processed, dropped=self.dropped,
-                        skipped=self.skipped, overlays=self.overlays,
+                        skipped=self.skipped, overlays=self.overlays, batched=self.batched,
                         **{f"published_{k}": v for k, v in self.outputs.items()})
 
     def window(self, since: float) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +143,13 @@ class CameraStream:
         wanted["overlay"] &= settings.publish_overlay
         return wanted
 
-    def publish(self, header, rgb: np.ndarray, seg, settings, t_received: float) -> None:
-        """Every wanted output of one segmented frame, with the frame's header."""
+    def needs_confidence(self, settings) -> bool:
+        """Whether a published output carries the confidence (its image, the clouds' confidence field)."""
+        geometry = self.geometry.wanted()
+        return self.wanted(settings)["confidence"] or geometry["points"] or geometry["obstacles"]
+
+    def publish(self, header, rgb: np.ndarray, seg, settings, t_received: float, batch: int = 1) -> None:
+        """Every wanted output of one segmented frame, with the frame's header (`batch`: frames segmented with it)."""
         s = settings
         labels = seg.labels
         wanted = self.wanted(s)
@@ -172,6 +177,7 @@ class CameraStream:
         with self.stats.lock:
             self.stats.processed += 1
             self.stats.overlays += wanted["overlay"]
+            self.stats.batched += batch > 1
             for name, made in wanted.items():
                 self.stats.outputs[name] += made
             self.stats.recent.append((done, (done - t_received) * 1000.0, seg.inference_ms))
@@ -231,6 +237,7 @@ class CameraStream:
             ("dropped_total", str(t["dropped"])),
             ("skipped_total", str(t["skipped"])),
             ("overlays_total", str(t["overlays"])),
+            ("frames_batched_total", str(t["batched"])),
             *((f"{k}_total", str(v)) for k, v in t.items() if k.startswith("published_")),
             ("input_topic", self.topic),
             *extra,

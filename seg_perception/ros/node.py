@@ -23,11 +23,16 @@ namespace never collide, and a second node of the same name refuses to start):
   out  /diagnostics                diagnostic_msgs/DiagnosticArray
 
 Image outputs carry the input's header unchanged; the geometric ones its stamp
-in base_frame (ros/geometry_outputs.py). Outputs without subscribers (the
-overlay and the geometric ones) are not computed. The newest frame wins: the
-subscription callback only stores the latest message, and a worker thread
-segments it; frames replaced before the worker got to them count as dropped,
-frames that cannot be decoded or segmented count as skipped (and are logged).
+in base_frame (ros/geometry_outputs.py). Outputs without subscribers are not
+computed. The newest frame wins: the subscription callback only stores the
+latest message, and a worker thread segments it; frames replaced before the
+worker got to them count as dropped, frames that cannot be decoded or segmented
+count as skipped (and are logged).
+
+With the `cameras` parameter (image topics) one node serves several cameras:
+`<camera ns>/image_raw` and `<camera ns>/camera_info` in, the outputs above
+under `<camera ns>/<node name>/`; the newest frame of every camera is segmented
+in one batch (ros/camera_stream.py holds one camera's side).
 """
 from __future__ import annotations
 
@@ -394,8 +399,11 @@ class SegmentationMixin:
                                        trt_cache_dir=ro["trt_cache_dir"] or None, trt_rebuild=ro["trt_rebuild"])
         except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError is a ValueError
             raise StartupError(f"cannot load model: {_first_line(exc)}") from None
-        for note in self.segmenter.notes:
-            self.get_logger().error(note) if "requested" in note else self.get_logger().warning(note)
+        for note in self.segmenter.notes:  # what was asked for and cannot be: a GPU (error), int8 speed (warning)
+            if "requested" in note:
+                self.get_logger().error(note)
+            else:
+                self.get_logger().warning(note)
         self._refuse_a_namesake(wait=1.0)  # after the model load: discovery has had seconds
         try:
             self.settings = build_settings(self._runtime_values(), self.segmenter.classes)
@@ -553,9 +561,10 @@ class SegmentationMixin:
         if not ready:
             return
         segs = self.segmenter.segment_batch([rgb for _, _, rgb, _ in ready], output_size=s.output_resolution,
-                                            flip_tta=s.flip_tta)
+                                            flip_tta=s.flip_tta,
+                                            confidence=any(stream.needs_confidence(s) for stream, *_ in ready))
         for (stream, header, rgb, t_received), seg in zip(ready, segs):
-            stream.publish(header, rgb, seg, s, t_received)
+            stream.publish(header, rgb, seg, s, t_received, batch=len(ready))
 
     # -- reporting ------------------------------------------------------------------
     def _log_stats(self) -> None:
@@ -563,7 +572,10 @@ class SegmentationMixin:
             line = stream.log_line(NO_FRAMES_FIX)
             if line is not None:
                 level, text = line
-                (self.get_logger().warning if level == "warning" else self.get_logger().info)(text)
+                if level == "warning":  # one call site per severity: rclpy refuses a site that changes it
+                    self.get_logger().warning(text)
+                else:
+                    self.get_logger().info(text)
 
     def _publish_diagnostics(self) -> None:
         problem = None
