@@ -1,6 +1,6 @@
 # Copyright 2026 The seg_perception authors
 # SPDX-License-Identifier: Apache-2.0
-"""`seg-perception`: train, evaluate, predict, export, make-bag, replay, evaluate-bag, harvest, demo.
+"""`seg-perception`: train, evaluate, predict, export, make-bag, replay, evaluate-bag, harvest, demo, bench.
 
 Each subcommand is a thin argument parser over the ROS-free core; expected
 failures (bad files, bad config) print one clear line and exit with status 2.
@@ -114,8 +114,30 @@ def add_evaluate(sub) -> None:
     p.add_argument("--drives", type=_drives, help="score only these drives: a number (drawn with --seed, as train's "
                                                   "val_drives draws them) or names separated by commas")
     p.add_argument("--seed", type=int, default=0, help="seed that draws --drives N (default 0)")
+    p.add_argument("--crop-aspect", type=_aspect, metavar="W:H",
+                   help="score the centre crop of each frame (and its labels) of this aspect ratio, e.g. 16:9: "
+                        "how the model does on a camera of another shape (with --input-size)")
     p.add_argument("--output", required=True, help="folder for metrics.json, metrics.md and plots")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _aspect(text: str) -> float:
+    try:
+        w, h = (float(v) for v in text.split(":"))
+        if w > 0 and h > 0:
+            return w / h
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"'{text}' is not an aspect ratio W:H such as 16:9")
+
+
+def _centre_crops(frames, aspect: float):
+    """Each (name, rgb, label) cut to its centre `aspect` (width/height) crop."""
+    for name, rgb, label in frames:
+        h, w = rgb.shape[:2]
+        cw, ch = (w, int(round(w / aspect))) if w / h < aspect else (int(round(h * aspect)), h)
+        y, x = (h - ch) // 2, (w - cw) // 2
+        yield name, rgb[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
 
 
 def run_evaluate(args) -> int:
@@ -132,9 +154,11 @@ def run_evaluate(args) -> int:
                        mapping=args.mapping, val_drives=args.drives)
     splits = open_spec(spec, seg.classes, seed=args.seed)
     ds = splits.val if args.drives is not None else splits.train
-    result = evaluate_frames(seg, dataset_frames(ds), classes=ds.classes, total=len(ds),
-                             progress=not args.no_progress)
-    result["dataset"] = ds.description
+    frames = dataset_frames(ds)
+    if args.crop_aspect:
+        frames = _centre_crops(frames, args.crop_aspect)
+    result = evaluate_frames(seg, frames, classes=ds.classes, total=len(ds), progress=not args.no_progress)
+    result["dataset"] = ds.description + (f", centre crops {args.crop_aspect:.3f}:1" if args.crop_aspect else "")
     paths = write_evaluation(result, args.output, ds.classes, title=f"{seg.info.arch} on {ds.description}")
     print(paths["table"].read_text())
     print(f"{result['frames']} frames; results in {args.output}")
@@ -338,6 +362,7 @@ COMMANDS = {
 }
 from .bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702,I001  make-bag, replay, evaluate-bag, harvest
 from .demo import DEMO_COMMANDS; COMMANDS.update(DEMO_COMMANDS)  # noqa: E402,E702,I001  demo
+from .bench import BENCH_COMMANDS; COMMANDS.update(BENCH_COMMANDS)  # noqa: E402,E702,I001  bench
 
 
 def build_parser() -> argparse.ArgumentParser:
