@@ -43,7 +43,7 @@ FRAMES = sorted((SAMPLES / "images").glob("*.png"))
 
 @pytest.fixture(scope="module")
 def shipped():
-    return Segmenter(CAMVID_MODEL, device="cpu")
+    return Segmenter(CAMVID_MODEL, device="cpu", precision="fp32")  # the fp32 graph, as PyTorch computes it
 
 
 def test_shipped_model_carries_its_metadata():
@@ -68,8 +68,8 @@ def test_shipped_model_reaches_85_percent_pixel_accuracy_on_val_frames(shipped, 
         total += int(valid.sum())
     assert hits / total >= 0.85, f"pixel accuracy {hits / total:.3f}"
     # the evaluate command reports the same figure
-    assert cli.main(["evaluate", "--model", "camvid", "--images", str(SAMPLES / "images"), "--labels",
-                     str(SAMPLES / "labels"), "--output", str(tmp_path), "--no-progress"]) == 0
+    assert cli.main(["evaluate", "--model", "camvid", "--precision", "fp32", "--images", str(SAMPLES / "images"),
+                     "--labels", str(SAMPLES / "labels"), "--output", str(tmp_path), "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["pixel_accuracy"] == pytest.approx(hits / total)
     assert metrics["frames"] == len(FRAMES)
@@ -80,7 +80,7 @@ def test_shipped_model_reaches_85_percent_pixel_accuracy_on_val_frames(shipped, 
 def test_flip_tta_is_mirror_symmetric_on_both_backends(shipped, tmp_path):
     rgb = read_rgb(FRAMES[2])
     mirrored = np.ascontiguousarray(rgb[:, ::-1])
-    tta = Segmenter(CAMVID_MODEL, device="cpu", flip_tta=True)
+    tta = Segmenter(CAMVID_MODEL, device="cpu", precision="fp32", flip_tta=True)
     a, b = tta.segment(rgb).labels, tta.segment(mirrored).labels
     # Averaging a frame with its mirror image makes the labels mirror-symmetric; the model alone is not.
     assert (a == b[:, ::-1]).mean() > 0.9999
@@ -98,7 +98,8 @@ def test_flip_tta_is_mirror_symmetric_on_both_backends(shipped, tmp_path):
         valid = gt != CAMVID.ignore_index
         hits += int((tta.segment(read_rgb(path)).labels[valid] == gt[valid]).sum())
         total += int(valid.sum())
-    assert cli.main(["evaluate", "--model", "camvid", "--flip-tta", "--images", str(SAMPLES / "images"), "--labels",
+    assert cli.main(["evaluate", "--model", "camvid", "--precision", "fp32", "--flip-tta", "--images",
+                     str(SAMPLES / "images"), "--labels",
                      str(SAMPLES / "labels"), "--output", str(tmp_path), "--no-progress"]) == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["pixel_accuracy"] == pytest.approx(hits / total)
 

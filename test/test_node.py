@@ -590,7 +590,8 @@ def test_4k_raw_frames_arrive_best_effort_with_the_shipped_profile(ros_env, star
     env = dict(os.environ, PYTHONPATH=str(REPO))
     res = subprocess.run([sys.executable, str(script), CAMERA, "150"], env=env, capture_output=True, text=True,
                          timeout=240)
-    assert "labels 640 360 77" in res.stdout, res.stdout  # 16:9 keeps its aspect at the network + res.stderr + proc.output()[-2000:]
+    # a 16:9 frame reaches the network at 640x360 (its aspect kept)
+    assert "labels 640 360 77" in res.stdout, res.stdout + res.stderr + proc.output()[-2000:]
     assert proc.alive()
 
 

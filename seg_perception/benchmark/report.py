@@ -3,6 +3,8 @@
 """The benchmark's tables (Markdown, printed as the run goes and written whole to --markdown) and its text."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def ms(v) -> str:
     if v is None:
@@ -161,3 +163,19 @@ def document(res: dict) -> str:
     if notes:
         out += ["", "## Notes", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)]
     return "\n".join(out) + "\n"
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def merged(generated: str, path: Path) -> str:
+    """The file's text with what lies between its bench markers replaced by `generated` (whose own
+    title is dropped); a file without the markers is replaced whole. So a hand-written page can
+    carry the measured tables and be brought up to date by running the benchmark again.
+    """
+    old = path.read_text() if path.is_file() else ""
+    if BEGIN not in old or END not in old:
+        return generated
+    body = generated.split("\n", 1)[1].lstrip("\n") if generated.startswith("# ") else generated
+    head, rest = old.split(BEGIN, 1)
+    return head + BEGIN + "\n" + body + END + rest.split(END, 1)[1]

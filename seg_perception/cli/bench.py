@@ -184,7 +184,7 @@ def _run(args) -> int:
             Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
             _say(f"wrote {args.json}")
         if args.markdown:
-            Path(args.markdown).write_text(report.document(res))
+            Path(args.markdown).write_text(report.merged(report.document(res), Path(args.markdown)))
             _say(f"wrote {args.markdown}")
     _say(f"done in {res['wall_s'] / 60:.1f} min")
     measured = [r for r in res["end_to_end"] if not r.get("note")]

@@ -488,7 +488,9 @@ class Segmenter:
         net = setting if isinstance(setting, str) else f"{setting[0]}x{setting[1]}"
         return (f"{self.info.arch} ({self.classes.num_classes} classes, trained at {self.input_size[0]}x"
                 f"{self.input_size[1]}, network input {net}) "
-                f"from {getattr(self, 'onnx_path', self.model_path)} on {self.provider}"
+                f"from {self.model_path}" + (f" (as {self.onnx_path.name})" if getattr(self, "onnx_path", None)
+                                             not in (None, self.model_path) else "")
+                + f" on {self.provider}"
                 + (" with flip TTA" if self.flip_tta else ""))
 
 
