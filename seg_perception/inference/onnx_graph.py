@@ -36,11 +36,21 @@ def fused_graph(model: str | Path | bytes, mean, std) -> bytes:
     mean255 = (np.asarray(mean, np.float32) * np.float32(255)).reshape(1, 1, 1, 3)
     std255 = (np.asarray(std, np.float32) * np.float32(255)).reshape(1, 1, 1, 3)
     pre = [
+        # mean and std repeated along a row (1 x 1 x W x 3): a broadcast with a long contiguous inner
+        # block, many times faster in ONNX Runtime than one over a trailing axis of 3
+        helper.make_node("Shape", [FRAMES], ["fused_shape"]),
+        helper.make_node("Slice", ["fused_shape", "fused_from", "fused_to"], ["fused_w3"]),
+        helper.make_node("Concat", ["fused_ones", "fused_w3"], ["fused_row_shape"], axis=0),
+        helper.make_node("Expand", ["fused_mean", "fused_row_shape"], ["fused_mean_row"]),
+        helper.make_node("Expand", ["fused_std", "fused_row_shape"], ["fused_std_row"]),
         helper.make_node("Cast", [FRAMES], ["fused_float"], to=TensorProto.FLOAT),
-        helper.make_node("Sub", ["fused_float", "fused_mean"], ["fused_centred"]),
-        helper.make_node("Div", ["fused_centred", "fused_std"], ["fused_nhwc"]),
+        helper.make_node("Sub", ["fused_float", "fused_mean_row"], ["fused_centred"]),
+        helper.make_node("Div", ["fused_centred", "fused_std_row"], ["fused_nhwc"]),
         helper.make_node("Transpose", ["fused_nhwc"], [image], perm=[0, 3, 1, 2]),
     ]
+    graph.initializer.extend([helper.make_tensor("fused_from", TensorProto.INT64, [1], [2]),
+                              helper.make_tensor("fused_to", TensorProto.INT64, [1], [4]),
+                              helper.make_tensor("fused_ones", TensorProto.INT64, [2], [1, 1])])
     post = [
         helper.make_node("ArgMax", [logits], ["fused_ids"], axis=1, keepdims=0),
         helper.make_node("Cast", ["fused_ids"], [LABELS], to=TensorProto.UINT8),
