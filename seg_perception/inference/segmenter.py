@@ -266,6 +266,9 @@ class Segmenter:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads sleep instead of spinning: a node shares its cores with the camera driver,
+        # DDS and the planners; spinning doubled the CPU time per 30 Hz frame (docs/performance.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._ort, self._opts = ort, opts
         self._trt = None
         if self.backend == "tensorrt":
