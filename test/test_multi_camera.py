@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -175,3 +176,35 @@ def test_camera_topic_names():
     assert output_prefix("image_raw", "segmentation") == "segmentation/"
     with pytest.raises(CameraListError, match="compressed"):
         parse_cameras(["/front/image_raw/compressed"])
+
+
+def test_the_multi_camera_launch_file_parses_with_the_launch_api():
+    """Where ROS 2's launch is installed (a ROS install; it is not on PyPI): both modes give the nodes."""
+    launch = pytest.importorskip("launch", reason="ROS 2's launch package is not installed")
+    pytest.importorskip("launch_ros", reason="ROS 2's launch_ros package is not installed")
+    from launch.launch_description_sources import get_launch_description_from_python_launch_file
+    from launch_ros.actions import Node
+
+    path = Path(__file__).resolve().parents[1] / "launch" / "multi_camera.launch.py"
+    for mode, count in (("batched", 1), ("per_camera", 2)):
+        description = get_launch_description_from_python_launch_file(str(path))
+        arguments = {a.name: a for a in description.get_launch_arguments()}
+        assert {"cameras", "mode", "node_name", "use_sim_time", "log_level"} <= set(arguments)
+        assert all(a.description for a in arguments.values())
+        context = launch.LaunchContext()
+        context.launch_configurations.update(cameras="/front/image_raw, /rear/image_raw", mode=mode,
+                                             params_file="drive.yaml")
+        nodes = []
+        for entity in description.entities:
+            for action in entity.visit(context) or []:
+                nodes += [a for a in [action] if isinstance(a, Node)]
+        assert len(nodes) == count, mode
+        for node in nodes:
+            node._perform_substitutions(context)
+        namespaces = sorted(n.expanded_node_namespace for n in nodes)
+        assert namespaces == (["/"] if mode == "batched" else ["/front", "/rear"]), namespaces
+    context = launch.LaunchContext()
+    context.launch_configurations.update(cameras="/front/image_raw,/front/image_raw", params_file="drive.yaml")
+    with pytest.raises(CameraListError, match="listed twice"):
+        for entity in get_launch_description_from_python_launch_file(str(path)).entities:
+            entity.visit(context)
