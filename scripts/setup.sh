@@ -40,7 +40,12 @@ fingerprint() {
     cat requirements.txt setup.py setup.cfg package.xml 2>/dev/null | "$PY" -c \
         'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
 }
-WANT="$(fingerprint) python$PY_VERSION"
+# an NVIDIA GPU: ONNX Runtime's CUDA and TensorRT build (requirements-gpu.txt) in place of the CPU one
+HAS_GPU=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    HAS_GPU=1
+fi
+WANT="$(fingerprint) $(cat requirements-gpu.txt 2>/dev/null | "$PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])') python$PY_VERSION gpu$HAS_GPU"
 
 # every module the code and tests import that is not in the standard library
 MODULES="torch torchvision numpy onnx onnxruntime cv2 rosbags tqdm matplotlib PIL yaml pytest rclpy \
@@ -83,7 +88,19 @@ step "upgrading pip"
 "$VPY" -m pip install --upgrade pip
 
 step "installing the requirements (requirements.txt; PyTorch is large: the first run takes a few minutes)"
-"$VPY" -m pip install -r requirements.txt
+if [[ "$HAS_GPU" == 1 ]]; then
+    # both builds install the module `onnxruntime`: only the GPU one, never the two over each other
+    grep -v -E '^onnxruntime([^-_a-z]|$)' requirements.txt > "$VENV/requirements-cpu-less.txt"
+    "$VPY" -m pip install -r "$VENV/requirements-cpu-less.txt"
+    if "$VPY" -m pip show onnxruntime >/dev/null 2>&1; then
+        "$VPY" -m pip uninstall -y onnxruntime
+    fi
+    step "an NVIDIA GPU is present: installing ONNX Runtime with CUDA and TensorRT (requirements-gpu.txt)"
+    "$VPY" -m pip install --force-reinstall --no-deps -r requirements-gpu.txt
+    "$VPY" -m pip install -r requirements-gpu.txt
+else
+    "$VPY" -m pip install -r requirements.txt
+fi
 
 step "installing seg_perception from this checkout (pip install -e .)"
 "$VPY" -m pip install -e .
