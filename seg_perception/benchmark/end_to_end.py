@@ -293,8 +293,12 @@ def measure(probe: Probe, pipeline: Pipeline, frames: list[bytes], *, subscribed
 
 def run_end_to_end(resolutions, cameras, *, seconds: float, rate: float, warmup: float, model=None,
                    node_params=(), all_outputs: bool = True, phase: str = "sync", startup_timeout: float = 120.0,
-                   on_result=None, say=print, logs: str | Path | None = None) -> list[dict]:
+                   saturation_rate: float = 0.0, on_result=None, say=print,
+                   logs: str | Path | None = None) -> list[dict]:
     """Every (camera count, pipeline, resolution): naive first, so that each node row has its ratio at once.
+
+    With saturation_rate, one camera is also sent at that rate, more than either pipeline takes: their
+    outputs/s is then their throughput, which a camera's own rate does not cap.
 
     The processes' logs go to `logs` (kept) or to a temporary folder (removed).
     """
@@ -325,19 +329,21 @@ def run_end_to_end(resolutions, cameras, *, seconds: float, rate: float, warmup:
             try:
                 for n in cameras:
                     for pipeline in (naive_pipeline(n, model), node_pipeline(n, model, node_params)):
-                        kinds = [("labels", size) for size in resolutions]
+                        kinds = [("labels", size, rate) for size in resolutions]
                         if pipeline.kind == "node" and n == 1 and all_outputs:
-                            kinds += [("all", size) for size in resolutions]
+                            kinds += [("all", size, rate) for size in resolutions]
+                        if n == 1 and saturation_rate:
+                            kinds += [("labels", size, saturation_rate) for size in resolutions]
                         _start(pipeline, env, logs)
                         try:
                             problem = _wait_ready(probe, pipeline, startup_timeout)
-                            for subscribed, size in kinds:
+                            for subscribed, size, hz in kinds:
                                 row = {"pipeline": pipeline.kind, "subscribed": subscribed, "cameras": n,
-                                       "rate": rate, "seconds": seconds, "phase": phase}
+                                       "rate": hz, "seconds": seconds, "phase": phase}
                                 if problem is None:
                                     try:
                                         row = measure(probe, pipeline, frames[size], subscribed=subscribed,
-                                                      rate=rate, seconds=seconds, warmup=warmup, phase=phase,
+                                                      rate=hz, seconds=seconds, warmup=warmup, phase=phase,
                                                       timeout=startup_timeout)
                                     except BenchError as exc:
                                         row["note"] = str(exc)

@@ -76,7 +76,8 @@ E2E_HEADER = ("| pipeline | outputs subscribed | resolution | cameras | frames s
 
 def _naive_row(r: dict, rows: list[dict]) -> dict | None:
     return next((n for n in rows if n["pipeline"] == "naive" and n["cameras"] == r["cameras"]
-                 and n["resolution"] == r["resolution"] and not n.get("note")), None)
+                 and n["resolution"] == r["resolution"] and n.get("rate") == r.get("rate") and not n.get("note")),
+                None)
 
 
 def e2e_line(r: dict, rows: list[dict], notes: list[str]) -> str:
@@ -143,7 +144,9 @@ def document(res: dict) -> str:
                 "camera. A frame is answered when its labels arrive; the rest were dropped as the pipeline fell "
                 "behind (both keep only the newest frame). CPU cores busy: the pipeline's processes' CPU time over "
                 "the window; the camera publishers and the receiving run in the benchmark's own process"
-                + _own_cpu(res["end_to_end"]) + ".", ""]
+                + _own_cpu(res["end_to_end"]) + ". Rows sent faster than the camera rate (frames sent/s) feed one "
+                "camera more frames than either pipeline can take: their outputs/s is the pipeline's throughput, "
+                "which the camera's own rate does not cap.", ""]
         out += e2e_lines(res["end_to_end"], notes)
     if res.get("stages"):
         out += ["", "## Stages per frame, in one process", "",

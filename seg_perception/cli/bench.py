@@ -48,6 +48,9 @@ def add_bench(sub) -> None:
     p.add_argument("--seconds", type=float, help="measured seconds per end-to-end window (default 10; --quick 4)")
     p.add_argument("--warmup", type=float, help="seconds of frames before each window (default 3; --quick 2)")
     p.add_argument("--rate", type=float, default=30.0, help="frames per second per camera (default 30)")
+    p.add_argument("--saturation-rate", type=float, default=90.0,
+                   help="also send one camera at this rate, more than either pipeline takes, so that outputs/s "
+                        "is each one's throughput (default 90; 0 = off)")
     p.add_argument("--repeats", type=int, help="passes over the bundled frames per stage (default 8; --quick 2)")
     p.add_argument("--stages", action=argparse.BooleanOptionalAction, default=True,
                    help="time each stage in one process (default on)")
@@ -137,7 +140,8 @@ def run_e2e(args, opts: dict, res: dict) -> None:
     res["end_to_end"] = run_end_to_end(
         opts["e2e_resolutions"], opts["e2e_cameras"], seconds=opts["seconds"], rate=args.rate,
         warmup=opts["warmup"], model=args.model, node_params=args.node_param, all_outputs=args.all_outputs,
-        phase=args.camera_phase, startup_timeout=args.startup_timeout, on_result=on_result, say=_say,
+        phase=args.camera_phase, startup_timeout=args.startup_timeout, saturation_rate=args.saturation_rate,
+        on_result=on_result, say=_say,
         logs=args.logs)
 
 
