@@ -142,7 +142,10 @@ def test_multi_dataset_batches_are_drawn_by_weight(tmp_path):
     frames = trainer.frames
     assert frames.names == ["camvid", "idd"] and Counter(frames.source) == {0: 12, 1: 6}
     assert {img.shape for img, s in zip(frames.images, frames.source) if s == 1} == {(170, 240, 3)}
-    drawn = Counter(frames.source[i] for _ in range(60) for batch in trainer.batch_sampler for i in batch)
+    drawn = Counter()
+    for epoch in range(60):  # each epoch draws anew; a batch holds (frame index, augmentation seed) items
+        trainer.sampler.set_epoch(epoch)
+        drawn.update(frames.source[i] for batch in trainer.batch_sampler for i, _ in batch)
     share = drawn[0] / sum(drawn.values())
     assert 0.70 < share < 0.80, f"camvid drew {share:.2f} of the samples, weight says 0.75"
     # validation: the held-out IDD drive, in the driving table

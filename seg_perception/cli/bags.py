@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from ..evaluation.ray_engine import HARD_STOP_GRACE_S
 from ..learning.datasets import LAYOUTS
 from ..learning.harvest import RANK_BY
 from .common import MODEL_HELP, add_model_args, open_segmenter
@@ -114,12 +115,17 @@ def run_replay(args) -> int:
 
 def add_evaluate_bag(sub) -> None:
     p = sub.add_parser(
-        "evaluate-bag", help="score a model on a bag against its ground-truth label topic",
-        description="Score a model on a bag's images against the bag's ground-truth label topic (pairs matched by "
+        "evaluate-bag", help="score a model on bags against their ground-truth label topic",
+        description="Score a model on bags' images against their ground-truth label topic (pairs matched by "
                     "header stamp). Offline (default): the model runs here, deterministically, with the same code "
                     "as `evaluate`. --live: the bag is replayed over DDS into the segmentation node and its "
-                    "segmentation/labels outputs are scored, with latency and dropped frames.")
-    p.add_argument("bag", help="rosbag2 folder, or a single .mcap/.db3 file")
+                    "segmentation/labels outputs are scored, with latency and dropped frames. Several bags "
+                    "(paths, folders searched for bags, text files listing bags) give one pooled report with a row "
+                    "per bag, in this process or, with --engine ray, as Ray tasks on a local instance or a cluster. "
+                    "Exit status: 0 all bags scored, 1 some failed (their rows say why), 2 nothing scored.")
+    p.add_argument("bags", nargs="+", metavar="BAG",
+                   help="rosbag2 folder or single .mcap/.db3 file; a folder of bags (searched recursively); or a text "
+                        "file naming one bag or folder per line ('#' comments, paths relative to the file)")
     p.add_argument("--image-topic", default=None,
                    help=f"camera topic, Image or CompressedImage (default {DEFAULTS['image_topic']}, or its "
                         "/compressed when only that exists)")
@@ -129,7 +135,11 @@ def add_evaluate_bag(sub) -> None:
                                               "running node's model, which sets the class table and the report's "
                                               "model entry)")
     p.add_argument("--mapping", help="YAML: label id in the bag -> model class id/name (for other datasets' ids)")
-    p.add_argument("--samples", type=int, default=6, help="frames in samples.png (default 6)")
+    p.add_argument("--samples", type=int, default=6,
+                   help="frames in samples.png (default 6; with several bags, one frame of each of the worst bags)")
+    p.add_argument("--bag-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up on a bag after this long (checked between frames; a Ray task that does not stop "
+                        f"is cancelled {HARD_STOP_GRACE_S:g} s later); its row says so and the others go on")
     live = p.add_argument_group("live mode")
     live.add_argument("--live", action="store_true", help="evaluate the running node over DDS")
     live.add_argument("--no-start-node", action="store_true",
@@ -143,27 +153,46 @@ def add_evaluate_bag(sub) -> None:
                       help="seconds to wait for outputs after the last frame (default 10)")
     live.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                       help="extra parameter for the started node (repeatable)")
+    fleet = p.add_argument_group("many bags")
+    fleet.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local (default): the bags one after another in this process; ray: one Ray task per "
+                            "bag, each worker loading the model once for all the bags it gets")
+    fleet.add_argument("--address", default=None,
+                       help="with --engine ray: an existing cluster (HOST:6379, ray://HOST:10001 or auto); default: "
+                            "a new local Ray instance, shut down at the end")
+    fleet.add_argument("--cpus-per-task", type=float, default=1.0,
+                       help="with --engine ray: CPUs each bag's task reserves (default 1; also its inference "
+                            "threads unless --threads)")
+    fleet.add_argument("--gpus-per-task", type=float, default=0.0,
+                       help="with --engine ray: GPUs each task reserves (default 0; a fraction such as 0.25 puts "
+                            "four workers on one GPU)")
+    fleet.add_argument("--retries", type=int, default=0,
+                       help="with --engine ray: run a bag again when its worker or machine was lost (default 0)")
     p.add_argument("--no-progress", action="store_true")
 
 
-def _image_topic(args) -> str:
-    if args.image_topic:
-        return args.image_topic
-    from ..bags import Bag
-    with Bag(args.bag) as bag:
-        return bag.recorded_image_topic(DEFAULTS["image_topic"])
-
-
-def run_evaluate_bag(args) -> int:
+def _check_evaluate_bag_args(args) -> None:
     from ..bags import BagError
-    from ..evaluation.report import print_summary, write_report
     if not args.live and (args.no_start_node or args.node_param):
         raise BagError("--no-start-node and --node-param belong to --live")
-    image_topic = _image_topic(args)
+    if args.engine != "ray":
+        given = [f for f, v in (("--address", args.address), ("--cpus-per-task", args.cpus_per_task != 1.0),
+                                ("--gpus-per-task", args.gpus_per_task != 0.0), ("--retries", args.retries))
+                 if v]
+        if given:
+            raise BagError(f"{', '.join(given)} belong to --engine ray")
+    elif args.live and args.no_start_node:
+        raise BagError("--no-start-node cannot go with --engine ray: each Ray task starts its own node")
+    if args.bag_timeout is not None and not args.bag_timeout > 0:
+        raise BagError(f"--bag-timeout must be positive, got {args.bag_timeout}")
+    if args.cpus_per_task <= 0 or args.gpus_per_task < 0 or args.retries < 0:
+        raise BagError("--cpus-per-task must be positive, --gpus-per-task and --retries at least 0")
+
+
+def _eval_job(args, n_bags: int):
+    from ..evaluation.fleet import EvalJob
+    params = list(args.node_param)
     if args.live:
-        from ..evaluation.bag_evaluation import evaluate_live
-        from ..inference.segmenter import model_info
-        params = list(args.node_param)
         for name in ("device", "backend"):
             if getattr(args, name) != "auto":
                 params.append(f"{name}:={getattr(args, name)}")
@@ -171,22 +200,74 @@ def run_evaluate_bag(args) -> int:
             params.append(f"threads:={args.threads}")
         if args.flip_tta:
             params.append("flip_tta:=true")
-        result, samples = evaluate_live(args.bag, image_topic, args.label_topic, model=args.model,
-                                        mapping=args.mapping, start_node=not args.no_start_node, node_params=params,
-                                        output_topic=args.output_topic, rate=args.rate,
-                                        startup_timeout=args.startup_timeout, drain_timeout=args.drain_timeout,
-                                        progress=not args.no_progress, samples=args.samples, log_dir=args.report)
-        classes = model_info(args.model).classes
+    threads = args.threads
+    if threads is None and args.engine == "ray":
+        threads = max(1, int(args.cpus_per_task))  # as many inference threads as the task reserves CPUs
+    return EvalJob(label_topic=args.label_topic, image_topic=args.image_topic, mapping=args.mapping,
+                   samples=args.samples if n_bags == 1 else min(args.samples, 1), model=args.model,
+                   device=args.device, backend=args.backend, threads=threads, flip_tta=args.flip_tta,
+                   timeout=args.bag_timeout, live=args.live, start_node=not args.no_start_node,
+                   node_params=tuple(params), output_topic=args.output_topic, rate=args.rate,
+                   startup_timeout=args.startup_timeout, drain_timeout=args.drain_timeout)
+
+
+def run_evaluate_bag(args) -> int:
+    import time
+    from pathlib import Path
+
+    from ..bags import BagError
+    from ..evaluation import fleet
+    from ..evaluation.report import print_summary, write_report
+    from ..inference.segmenter import model_info
+    _check_evaluate_bag_args(args)
+    paths = fleet.find_bags(args.bags)
+    job = _eval_job(args, len(paths))
+    classes = model_info(args.model).classes  # also: a bad --model fails here once, not in every bag
+    if args.engine == "ray":
+        from ..evaluation.ray_engine import ray_session, run_ray
+        with ray_session(args.address) as engine:
+            print(f"ray: {engine['address']}, {engine['nodes']} node(s), {engine['cpus']:g} CPUs, "
+                  f"{engine['gpus']:g} GPUs; {len(paths)} bag(s)", file=sys.stderr)
+            t0 = time.perf_counter()  # the run, from the first task on (workers' model loading included)
+            runs, interrupted = run_ray(paths, job, cpus_per_task=args.cpus_per_task,
+                                        gpus_per_task=args.gpus_per_task, retries=args.retries,
+                                        progress=not args.no_progress)
+            wall = time.perf_counter() - t0
+        engine.update(cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task)
     else:
-        from ..evaluation.bag_evaluation import evaluate_offline
-        seg = open_segmenter(args)
-        result, samples = evaluate_offline(args.bag, image_topic, args.label_topic, seg, mapping=args.mapping,
-                                           progress=not args.no_progress, samples=args.samples)
-        classes = seg.classes
-    write_report(result, args.report, classes, samples)
-    if result.get("frames_skipped"):
-        print(f"warning: {result['frames_skipped']} frames skipped; see report.md", file=sys.stderr)
-    print_summary(result, args.report)
+        if not args.live:
+            seg, _ = fleet.segmenter_for(job)
+            print(f"model: {seg.describe()}", file=sys.stderr)
+        t0 = time.perf_counter()
+        runs, interrupted = fleet.run_local(paths, job, progress=not args.no_progress, log_dir=args.report)
+        wall = time.perf_counter() - t0
+        engine = {"name": "local"}
+    failed = [r for r in runs if not r.ok]
+    if len(failed) == len(runs):
+        if interrupted:
+            raise KeyboardInterrupt
+        if len(runs) == 1:
+            raise failed[0].error or BagError(failed[0].reason)
+        raise BagError(f"none of the {len(runs)} bags could be evaluated (each one's reason is above)")
+    report, samples = fleet.combine(runs, engine=engine, wall_s=wall, samples=args.samples)
+    write_report(report, args.report, classes, samples)
+    logs = [r for r in runs if r.node_log]
+    if logs:
+        folder = Path(args.report) / "node_logs"
+        folder.mkdir(exist_ok=True)
+        for r in logs:
+            (folder / f"{r.index:04d}_{Path(r.path).name}.log").write_text(r.node_log)
+    if report.get("frames_skipped"):
+        print(f"warning: {report['frames_skipped']} frames skipped; see report.md", file=sys.stderr)
+    print_summary(report, args.report)
+    if interrupted:
+        print(f"interrupted: {len(failed)} of {len(runs)} bags not evaluated; the report holds the others",
+              file=sys.stderr)
+        return 130
+    if failed:
+        print(f"{len(failed)} of {len(runs)} bags failed (reasons in report.md; their paths in failed_bags.txt)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -84,15 +84,23 @@ def _yes_no(text: str) -> bool:
 
 
 def run_train(args) -> int:
+    from ..learning import distributed as ddp
     from ..learning.training import Trainer
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.data_root:
         overrides["datasets"] = cfg.datasets_with_roots(args.data_root)
     cfg = TrainConfig.from_dict({**cfg.__dict__, **overrides}, source="flags")
-    result = Trainer(cfg, resume=args.resume, progress=not args.no_progress).run()
-    print(f"best val mIoU {100 * max(result['best_miou'], 0):.2f} at epoch {result['best_epoch']} "
-          f"({result['stop_reason']})")
+    try:  # under torchrun: this process's rank; a batch that does not divide fails here, before any waiting
+        ranks = ddp.Ranks.from_env()
+        ddp.batch_per_process(cfg.batch_size, ranks)
+    except ddp.DistributedError as exc:
+        raise ConfigError(str(exc)) from None
+    with ddp.process_group(ranks) as ranks:
+        result = Trainer(cfg, resume=args.resume, progress=not args.no_progress, ranks=ranks).run()
+    if ranks.main:
+        print(f"best val mIoU {100 * max(result['best_miou'], 0):.2f} at epoch {result['best_epoch']} "
+              f"({result['stop_reason']})")
     return 0
 
 

@@ -208,11 +208,25 @@ class _Recorder:
 
 # -- offline ------------------------------------------------------------------
 
+class Deadline:
+    """A per-bag time limit, checked between frames: one slow bag must not hold up a fleet's report."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds if seconds else None
+
+    def check(self, done: int, total: int | None = None) -> None:
+        if self.end is not None and time.monotonic() > self.end:
+            of = f" of {total}" if total is not None else ""
+            raise BagError(f"timed out after {self.seconds:g} s ({done}{of} frames done)")
+
+
 def evaluate_offline(bag_path, image_topic: str, label_topic: str, segmenter, *, mapping=None,
-                     progress: bool = True, samples: int = 6) -> tuple[dict, list]:
+                     progress: bool = True, samples: int = 6, timeout: float | None = None) -> tuple[dict, list]:
     """Score the segmenter on every image/label pair of the bag; returns (report dict, sample frames)."""
     from .labelled_images import evaluate_frames
     classes = segmenter.classes
+    deadline = Deadline(timeout)
     with Bag(bag_path) as bag:
         img_info, lab_info = check_frame_topics(bag, image_topic, label_topic)
         mapper = LabelMapper.for_bag(bag, classes, mapping)
@@ -222,7 +236,8 @@ def evaluate_offline(bag_path, image_topic: str, label_topic: str, segmenter, *,
         rec = _Recorder(segmenter, current, sample_indices(expected, samples))
 
         def frames():
-            for frame in paired_frames(bag, image_topic, label_topic, stats):
+            for done, frame in enumerate(paired_frames(bag, image_topic, label_topic, stats)):
+                deadline.check(done, expected)
                 label = mapper(frame.label, frame.name)
                 current["frame"], current["label"] = frame, label
                 yield frame.name, frame.rgb, label
@@ -325,7 +340,8 @@ def _image_array(msg) -> np.ndarray:
 def evaluate_live(bag_path, image_topic: str, label_topic: str, *, model=None, classes: ClassTable | None = None,
                   mapping=None, start_node: bool = True, node_params=(), output_topic: str = DEFAULT_OUTPUT_TOPIC,
                   rate: float = 1.0, startup_timeout: float = 120.0, drain_timeout: float = 10.0,
-                  progress: bool = True, samples: int = 6, log_dir: str | Path | None = None) -> tuple[dict, list]:
+                  progress: bool = True, samples: int = 6, log_dir: str | Path | None = None,
+                  timeout: float | None = None) -> tuple[dict, list]:
     """Replay the bag's images into the segmentation node over DDS and score its outputs."""
     from ..inference.segmenter import model_info, resolve_model
     from ..ros.replay import Replayer, import_rclpy, init_context, qos_profile
@@ -333,6 +349,7 @@ def evaluate_live(bag_path, image_topic: str, label_topic: str, *, model=None, c
     model_path = resolve_model(model)
     info = model_info(model_path)
     classes = classes or info.classes
+    time_limit = Deadline(timeout)
     rclpy = import_rclpy()
     from sensor_msgs.msg import Image as RosImage
     with Bag(bag_path) as bag:
@@ -404,6 +421,7 @@ def evaluate_live(bag_path, image_topic: str, label_topic: str, *, model=None, c
                 raise BagError(f"could not subscribe to the node's output {output_topic} (QoS mismatch?)")
 
             def on_publish(topic, stamp, t):
+                time_limit.check(len(published), img_info.count)
                 if stamp >= 0:
                     published.setdefault(stamp, t)
 

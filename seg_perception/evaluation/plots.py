@@ -54,3 +54,26 @@ def plot_per_class_iou(per_class: dict, path: str | Path, *, miou: float | None 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_per_bag_miou(rows: list[dict], path: str | Path, *, miou: float | None = None, limit: int = 40) -> None:
+    """The worst bags' mIoU (rows come worst first; failed bags show as empty bars marked 'failed')."""
+    rows = rows[:limit]
+    names = [Path(r["bag"]).name for r in rows]
+    vals = [100 * (r.get("miou") or 0) if r["status"] == "ok" else 0 for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 1.0 + 0.28 * len(rows)))
+    ax.barh(range(len(rows)), vals, color="#4878a8", edgecolor="black")
+    for k, r in enumerate(rows):
+        if r["status"] != "ok":
+            ax.text(1, k, "failed", va="center", fontsize=8, color="red")
+    if miou is not None:
+        ax.axvline(100 * miou, color="red", ls="--", label=f"pooled mIoU {100 * miou:.1f}")
+        ax.legend(loc="lower right")
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("mIoU (%)")
+    ax.set_title(f"Per-bag mIoU, worst first ({len(rows)} shown)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

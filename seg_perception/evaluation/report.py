@@ -9,6 +9,10 @@ per_class_iou.png      per-class IoU bars with the mIoU line
 latency_histogram.png  distribution of per-frame latency
 latency_over_time.png  latency of each frame against its time in the replay
 samples.png            a few frames: camera | ground truth | prediction (class colours over the frame)
+
+With several bags also (their figures pooled over all frames, `bags` holding a row per bag, worst first):
+per_bag_miou.png       the worst bags' mIoU
+failed_bags.txt        the bags that could not be evaluated, one per line (a bag list to run them again)
 """
 from __future__ import annotations
 
@@ -25,11 +29,13 @@ import numpy as np
 from ..classes import ClassTable
 from ..inference.masks import overlay
 from .metrics import format_table
-from .plots import plot_confusion, plot_per_class_iou
+from .plots import plot_confusion, plot_per_bag_miou, plot_per_class_iou
 
 REPORT_KEYS = ("mode", "miou", "per_class_iou", "pixel_accuracy", "mean_class_accuracy", "confusion_matrix",
                "frames_total", "frames_evaluated", "frames_dropped", "frames_skipped", "skipped", "fps",
                "latency_ms", "latency_kind", "model", "bag", "mapping")
+#: what evaluate-bag adds, for one bag or many: a row per bag (worst first), counts, the engine, the run's wall time
+FLEET_KEYS = ("bags", "bags_total", "bags_failed", "engine", "wall_s")
 SAMPLE_WIDTH = 320
 OVERLAY_ALPHA = 0.6
 
@@ -123,21 +129,56 @@ def _fmt(v, unit: str = "", scale: float = 1.0, digits: int = 1) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v * scale:.{digits}f}{unit}"
 
 
-def markdown(report: dict, files: dict) -> str:
-    lat = report.get("latency_ms") or {}
+def _header(report: dict) -> list[str]:
     bag = report.get("bag") or {}
     model = report.get("model") or {}
-    lines = [
-        f"# Bag evaluation ({report['mode']})",
-        "",
-        f"- bag: `{bag.get('path')}` ({bag.get('storage')}, {bag.get('size_bytes', 0) / 1e6:.1f} MB"
-        + (f", sha256 {bag['sha256'][:16]}…" if bag.get("sha256") else "") + ")",
+    many = len(report.get("bags") or ()) > 1
+    if many:
+        engine = report.get("engine") or {}
+        where = (f"Ray ({engine.get('address')}, {engine.get('nodes')} node(s), {engine.get('cpus', 0):g} CPUs, "
+                 f"{engine.get('gpus', 0):g} GPUs; {engine.get('cpus_per_task', 1):g} CPUs and "
+                 f"{engine.get('gpus_per_task', 0):g} GPUs per task)" if engine.get("name") == "ray"
+                 else "this process, one bag after another")
+        first = [f"# Bag evaluation ({report['mode']}, {report['bags_total']} bags)", "",
+                 f"- bags: {report['bags_total']}, {report['bags_failed']} failed"
+                 + (" (listed in `failed_bags.txt`)" if report["bags_failed"] else "")
+                 + f"; {bag.get('size_bytes', 0) / 1e6:.1f} MB scored",
+                 f"- engine: {where}; wall time {_fmt(report.get('wall_s'), ' s')}"]
+    else:
+        first = [f"# Bag evaluation ({report['mode']})", "",
+                 f"- bag: `{bag.get('path')}` ({bag.get('storage')}, {bag.get('size_bytes', 0) / 1e6:.1f} MB"
+                 + (f", sha256 {bag['sha256'][:16]}…" if bag.get("sha256") else "") + ")"]
+    return first + [
         f"- topics: image `{bag.get('image_topic')}`, labels `{bag.get('label_topic')}`",
         f"- model: `{model.get('path')}`" + (f" ({model['arch']})" if model.get("arch") else "")
         + (f" on {model['backend']}" if model.get("backend") else ""),
         f"- label mapping: {report.get('mapping') or 'none (bag ids are the model class ids)'}",
         f"- created: {report.get('created')}",
         "",
+    ]
+
+
+def bags_table(rows: list[dict]) -> list[str]:
+    """One line per bag, worst first, failed bags with their reason."""
+    lines = ["| bag | mIoU | pixel accuracy | frames evaluated / in bag | dropped | skipped | latency p50 / p95 (ms) "
+             "| frames/s | note |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = r["bag"].replace("|", "\\|")
+        if r["status"] != "ok":
+            reason = str(r.get("reason") or "").replace("|", "\\|")
+            lines.append(f"| `{name}` | failed | | | | | | | {reason} |")
+            continue
+        lat = r.get("latency_ms") or {}
+        lines.append(f"| `{name}` | {_fmt(r.get('miou'), ' %', 100)} | {_fmt(r.get('pixel_accuracy'), ' %', 100)} "
+                     f"| {r.get('frames_evaluated')} / {r.get('frames_total')} | {r.get('frames_dropped')} "
+                     f"| {r.get('frames_skipped')} | {_fmt(lat.get('p50'))} / {_fmt(lat.get('p95'))} "
+                     f"| {_fmt(r.get('fps'))} | |")
+    return lines
+
+
+def markdown(report: dict, files: dict) -> str:
+    lat = report.get("latency_ms") or {}
+    lines = _header(report) + [
         "| figure | value |",
         "|---|---|",
         f"| mIoU | {_fmt(report.get('miou'), ' %', 100)} |",
@@ -165,8 +206,12 @@ def markdown(report: dict, files: dict) -> str:
             lines += ["", "Examples:", ""] + [f"- {e}" for e in skipped["examples"]]
     else:
         lines.append("None.")
+    if len(report.get("bags") or ()) > 1:
+        lines += ["", "## Bags, worst first", ""] + bags_table(report["bags"])
+        if report.get("fps_kind"):
+            lines += ["", f"Throughput above: {report['fps_kind']}; per bag: that bag's own frames/s."]
     lines += ["", "## Plots", ""]
-    for title, key in (("Confusion matrix", "confusion"), ("Per-class IoU", "per_class"),
+    for title, key in (("Per-bag mIoU", "per_bag"), ("Confusion matrix", "confusion"), ("Per-class IoU", "per_class"),
                        ("Latency histogram", "latency_hist"), ("Latency over time", "latency_time"),
                        ("Samples: frame | ground truth | prediction", "samples")):
         if files.get(key):
@@ -184,11 +229,20 @@ def write_report(result: dict, out_dir: str | Path, classes: ClassTable, samples
     files = {"json": out / "report.json", "markdown": out / "report.md",
              "confusion": out / "confusion_matrix.png", "per_class": out / "per_class_iou.png",
              "latency_hist": out / "latency_histogram.png", "latency_time": out / "latency_over_time.png",
-             "samples": out / "samples.png"}
+             "samples": out / "samples.png", "per_bag": None, "failed": None}
+    rows = report.get("bags") or []
+    if len(rows) > 1:
+        files["per_bag"] = out / "per_bag_miou.png"
+        plot_per_bag_miou(rows, files["per_bag"], miou=report["miou"])
+    failed = [r["bag"] for r in rows if r["status"] != "ok"]
+    if failed:
+        files["failed"] = out / "failed_bags.txt"
+        files["failed"].write_text("".join(f"{b}\n" for b in failed))
     plot_confusion(report["confusion_matrix"], classes.names, files["confusion"])
     plot_per_class_iou(report["per_class_iou"], files["per_class"], miou=report["miou"], palette=classes.palette)
     plot_latency(series, files["latency_hist"], files["latency_time"], kind=report.get("latency_kind", ""),
-                 x_label="time since first frame sent (s)" if report.get("mode") == "live" else "frame")
+                 x_label=("frame (bags one after another, worst first)" if len(rows) > 1 else
+                          "time since first frame sent (s)" if report.get("mode") == "live" else "frame"))
     if not sample_grid(samples or [], classes, files["samples"]):
         files["samples"] = None
     files["json"].write_text(_dumps(_clean(report)))
@@ -196,10 +250,16 @@ def write_report(result: dict, out_dir: str | Path, classes: ClassTable, samples
     return files
 
 
-def print_summary(report: dict, out_dir, file=sys.stdout) -> None:
+def print_summary(report: dict, out_dir, file=None) -> None:
+    file = file or sys.stdout  # looked up at call time: the stream may have been replaced since import
     lat = report.get("latency_ms") or {}
     print(f"{report['mode']}: mIoU {_fmt(report.get('miou'), ' %', 100)}, pixel accuracy "
           f"{_fmt(report.get('pixel_accuracy'), ' %', 100)} on {report['frames_evaluated']} of "
           f"{report['frames_total']} frames ({report['frames_dropped']} dropped, {report['frames_skipped']} "
           f"skipped); {_fmt(report.get('fps'), ' frames/s')}, latency p50 {_fmt(lat.get('p50'))} ms p95 "
           f"{_fmt(lat.get('p95'))} ms; report in {out_dir}", file=file)
+    rows = report.get("bags") or []
+    if len(rows) > 1:
+        worst = next((r for r in rows if r["status"] == "ok"), None)
+        print(f"{report['bags_total']} bags, {report['bags_failed']} failed" + (
+              f"; worst: {worst['bag']} (mIoU {_fmt(worst.get('miou'), ' %', 100)})" if worst else ""), file=file)

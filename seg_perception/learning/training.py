@@ -7,6 +7,10 @@ Everything is driven by a `TrainConfig`, which can come from YAML and/or
 command-line flags. The output folder holds `last.pt` (full training state,
 for --resume), `best.pt` (model checkpoint with metadata, best val mIoU) and
 `log.csv`/`log.json` (one row per epoch).
+
+Under torchrun the same loop runs in every process (see distributed.py): each
+trains on its share of every global batch through DistributedDataParallel,
+and rank 0 alone validates and writes checkpoints and logs.
 """
 from __future__ import annotations
 
@@ -24,13 +28,7 @@ import numpy as np
 import torch
 import yaml
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    RandomSampler,
-    WeightedRandomSampler,
-)
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 from tqdm import tqdm
 
 from ..classes import ClassTable
@@ -44,6 +42,7 @@ from ..inference.checkpoint import (
     save_checkpoint,
 )
 from ..inference.segmenter import resolve_model
+from . import distributed as ddp
 from .datasets import DatasetError
 from .losses import (
     LOSSES,
@@ -57,8 +56,8 @@ from .models import (
     build_model,
     canonical_name,
     class_probabilities,
-    train_outputs,
 )
+from .sampling import EpochSampler, derived_seed
 from .training_data import DatasetSpec, load_training_frames, open_specs
 from .transforms import (
     IMAGENET_MEAN,
@@ -72,7 +71,7 @@ from .transforms import (
 #: The accepted values of the TrainConfig keys that take a name; validate() and the CLI both use them.
 CHOICES = {"loss": LOSSES, "class_weights": ("none", "enet", "median"), "optimizer": ("adamw", "sgd"),
            "schedule": ("cosine", "poly"), "freeze": FREEZE_MODES, "precision": ("fp32", "bf16"),
-           "augment_on": ("loader", "device")}
+           "augment_on": ("loader", "device"), "batch_norm": ("local", "sync", "frozen")}
 
 
 #: Consecutive optimiser steps with a non-finite loss or gradient after which a run is stopped as diverged.
@@ -124,7 +123,10 @@ class TrainConfig:
     schedule: str = "cosine"           # cosine | poly
     warmup_epochs: float = 1.0
     epochs: int = 100
-    batch_size: int = 8
+    batch_size: int = 8                # the global batch: under torchrun, shared among the processes
+    # batch-norm statistics in training: local (each process's own share of the batch), sync (over the global
+    # batch: SyncBatchNorm, GPUs only) or frozen (the starting checkpoint's running statistics, layers in eval mode)
+    batch_norm: str = "local"
     precision: str = "fp32"            # fp32 | bf16: bf16 autocast for the forward pass (weights stay fp32)
     channels_last: bool = False        # NHWC memory layout; faster convolutions on CPUs with oneDNN
     time_budget_min: float | None = None  # stop (and schedule) by wall time instead of epochs
@@ -186,6 +188,10 @@ class TrainConfig:
             (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1],
              "scale must be (min, max) with 0 < min <= max"),
             (self.freeze == "none" or self.init_from, "freeze needs init_from (a checkpoint to fine-tune)"),
+            (self.batch_norm != "frozen" or self.init_from,
+             "batch_norm frozen needs init_from (a checkpoint whose batch-norm statistics are kept)"),
+            (self.batch_norm != "frozen" or not self.precise_bn_batches,
+             "batch_norm frozen keeps the statistics that precise_bn_batches would re-estimate; use one of them"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be between 0 and 1 (e.g. 0.999)"),
             (self.distill_weight >= 0 and self.distill_temperature > 0,
              "distill_weight must be >= 0 and distill_temperature > 0"),
@@ -245,9 +251,14 @@ class AugmentedPairs(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i):
-        img, mask = self.transform(*to_tensors(self.images[i], self.labels[i]))
-        return img, mask
+    def __getitem__(self, item):
+        """item: a frame index, or (index, seed) from EpochSampler: then the augmentation uses that seed only."""
+        if isinstance(item, tuple):
+            i, seed = item
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.transform(*to_tensors(self.images[i], self.labels[i]))
+        return self.transform(*to_tensors(self.images[item], self.labels[item]))
 
 
 @torch.no_grad()
@@ -308,6 +319,10 @@ def lr_factor(progress: float, warmup: float, schedule: str) -> float:
     return (1 - p) ** 0.9
 
 
+def _quiet(*args, **kwargs) -> None:
+    """The log of processes other than rank 0."""
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -332,15 +347,27 @@ def _set_rng_state(state: dict) -> None:
 class Trainer:
     """Runs one training job described by a TrainConfig; resumable from out/last.pt."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=print):
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=print,
+                 ranks: ddp.Ranks | None = None):
         cfg.validate()
-        self.cfg, self.progress, self.log = cfg, progress, log
+        self.ranks = ranks = ranks or ddp.Ranks()
+        if ranks.distributed and not torch.distributed.is_initialized():
+            raise ConfigError("a distributed run needs its process group (distributed.process_group) first")
+        try:
+            self.batch_per_process = ddp.batch_per_process(cfg.batch_size, ranks)
+        except ddp.DistributedError as exc:
+            raise ConfigError(str(exc)) from None
+        # rank 0 speaks for the run; the others train quietly
+        self.cfg, self.progress, self.log = cfg, progress and ranks.main, log if ranks.main else _quiet
         self.out = Path(cfg.out)
         self.resume = resume
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = ranks.device()
+        if cfg.batch_norm == "sync" and ranks.distributed and self.device.type != "cuda":
+            raise ConfigError("batch_norm sync needs GPUs: torch's SyncBatchNorm does not run on the CPU (gloo); "
+                              "use local, or frozen when fine-tuning")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
 
@@ -378,6 +405,8 @@ class Trainer:
                     m.momentum = cfg.bn_momentum
         frozen_ids = {id(c) for f in apply_freeze(self.model, cfg.freeze) for c in f.modules()}
         self.frozen_names = {name for name, m in self.model.named_modules() if id(m) in frozen_ids}
+        if cfg.batch_norm == "sync" and ranks.distributed:  # same parameters and names; statistics over all shares
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         # The averaged copy includes batch-norm buffers, so it can be evaluated and saved as it is.
         self.ema = (AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
                     if cfg.ema_decay else None)
@@ -404,11 +433,15 @@ class Trainer:
         else:
             self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
-        self.gen = gen = torch.Generator().manual_seed(cfg.seed)
+        # device augmentation draws per batch from gen: each process its own draws
+        self.gen = gen = torch.Generator().manual_seed(cfg.seed + 7919 * ranks.rank)
         n = len(self.train_images)
-        sampler = (RandomSampler(range(n), generator=gen) if len(self.frames.names) == 1 else
-                   WeightedRandomSampler(self.frames.sample_weights(), n, replacement=True, generator=gen))
-        self.batch_sampler = BatchSampler(sampler, cfg.batch_size, drop_last=n > cfg.batch_size)
+        try:
+            self.sampler = EpochSampler(n, weights=self.frames.sample_weights() if len(self.frames.names) > 1 else None,
+                                        seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.batch_sampler = BatchSampler(self.sampler, self.batch_per_process, drop_last=n > cfg.batch_size)
         augment = dict(crop=cfg.crop, scale=cfg.scale, hflip=cfg.hflip, jitter=cfg.jitter, blur=cfg.blur,
                        noise=cfg.noise, ignore_index=self.classes.ignore_index)
         if cfg.augment_on == "device":
@@ -421,6 +454,7 @@ class Trainer:
                                      generator=gen, persistent_workers=cfg.num_workers > 0,
                                      pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = max(1, len(self.batch_sampler))
+        self.net = ddp.wrap(self.model, ranks, self.device)  # what a training step calls
 
         self.epoch = 0
         self.step = 0
@@ -450,8 +484,8 @@ class Trainer:
         if self.loader is not None:
             yield from self.loader
             return
-        for indices in self.batch_sampler:
-            yield self.batch_augment(indices, self.gen)
+        for items in self.batch_sampler:
+            yield self.batch_augment([i for i, _ in items], self.gen)
 
     def _network_input(self, img: torch.Tensor, mean, std) -> torch.Tensor:
         """A uint8 batch as a network takes it: on the device, normalised, in the configured memory layout."""
@@ -496,6 +530,7 @@ class Trainer:
             "datasets": [{"name": n, "data": d, "weight": w} for n, d, w in
                          zip(self.frames.names, self.frames.descriptions, self.frames.weights)],
             "torch": str(torch.__version__),
+            "processes": self.ranks.world_size,
             "fine_tuned_from": self.lineage,  # the starting checkpoint's own record, for the model's history
             "distilled_from": ({"checkpoint": Path(self.cfg.distill_from).name,
                                 "val_miou": self.teacher_info.training.get("val_miou"),
@@ -542,8 +577,10 @@ class Trainer:
         self.non_finite_streak = state.get("non_finite_streak", 0)
         # A resumed run continues: stop reasons of the earlier run (budget, max_steps) are re-checked.
         _set_rng_state(state["rng"])
-        if "loader_rng" in state:
+        if "loader_rng" in state and not self.ranks.distributed:
             self.gen.set_state(state["loader_rng"])
+        elif self.ranks.distributed:  # last.pt holds rank 0's generator; each process draws on from its own seed
+            self.gen.manual_seed(derived_seed(self.cfg.seed, self.ranks.rank, self.step))
         self.log(f"resumed from {path} at epoch {self.epoch} (step {self.step}, best val mIoU "
                  f"{100 * max(self.best_miou, 0):.1f})")
 
@@ -587,8 +624,9 @@ class Trainer:
     def _set_train_mode(self, model: torch.nn.Module | None = None) -> None:
         model = self.model if model is None else model
         model.train()
+        frozen_bn = self.cfg.batch_norm == "frozen"
         for name, m in model.named_modules():
-            if name in self.frozen_names:
+            if name in self.frozen_names or (frozen_bn and isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
                 m.eval()  # frozen layers keep their batch-norm statistics
 
     def train_epoch(self) -> float:
@@ -598,6 +636,8 @@ class Trainer:
         losses = []
         lr = 0.0
         self.epoch_skipped = 0
+        self.sampler.set_epoch(self.epoch)
+        budget_s = 60 * cfg.time_budget_min if cfg.time_budget_min else None
         t0 = time.perf_counter()
         bar = tqdm(self.batches(), total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                    file=sys.stderr, disable=not self.progress)
@@ -611,7 +651,7 @@ class Trainer:
             y = mask.to(self.device, non_blocking=True).long()
             buffers = [b.detach().clone() for b in self.model.buffers()]  # batch-norm statistics before this batch
             with self._autocast():
-                outs = train_outputs(self.model, x)
+                outs = self.net(x)
             loss = self.criterion(outs["out"].float(), y)
             if self.teacher is not None and cfg.distill_weight > 0:
                 loss = loss + cfg.distill_weight * distillation_loss(
@@ -620,13 +660,20 @@ class Trainer:
             if "aux" in outs:
                 loss = loss + cfg.aux_weight * self.criterion(outs["aux"].float(), y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # under DDP: the gradients come out averaged over every process
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
-            if bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm)):
+            loss_value = float(loss.detach())
+            out_of_time = False
+            if self.ranks.distributed:  # one collective: the run's mean loss, and whether any process is out of time
+                elapsed = self.elapsed + time.perf_counter() - t0
+                total, votes = ddp.all_sum([loss_value, float(budget_s is not None and elapsed >= budget_s)],
+                                           self.ranks, self.device)
+                loss_value, out_of_time = total / self.ranks.world_size, votes > 0
+            if math.isfinite(loss_value) and bool(torch.isfinite(grad_norm)):
                 self.optimizer.step()
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
-                losses.append(float(loss.detach()))
+                losses.append(loss_value)
                 self.non_finite_streak = 0
             else:  # one bad batch must not turn every weight (or BN statistic) into NaN: undo it
                 with torch.no_grad():
@@ -643,7 +690,7 @@ class Trainer:
                 self.stop_reason = (f"diverged: non-finite loss or gradients in {MAX_NON_FINITE_STEPS} consecutive "
                                     "steps (try a lower lr or precision fp32)")
                 break
-            if cfg.time_budget_min and self.elapsed >= 60 * cfg.time_budget_min:
+            if out_of_time if self.ranks.distributed else budget_s is not None and self.elapsed >= budget_s:
                 break
         self.last_lr = lr
         return float(np.mean(losses)) if losses else float("nan")
@@ -683,39 +730,57 @@ class Trainer:
         return {"miou": float(np.mean([r["miou"] for r in per.values()])), "pixel_accuracy": total["pixel_accuracy"],
                 "per_class_iou": total["per_class_iou"], "datasets": per}
 
+    def _score_epoch(self, row: dict) -> None:
+        """Validation, best checkpoint and early stopping after an epoch (rank 0's part)."""
+        cfg = self.cfg
+        res = self.validate()
+        row.update(val_miou=res["miou"], val_pixel_accuracy=res["pixel_accuracy"],
+                   val_per_class_iou=res["per_class_iou"], val_datasets=res["datasets"])
+        if self.best_epoch is None or res["miou"] > self.best_miou + cfg.min_delta:
+            self.best_miou, self.best_epoch, self.epochs_without_gain = res["miou"], self.epoch, 0
+            self.history.append(row)
+            save_checkpoint(self.out / "best.pt", self.eval_model, self._info(self._record()))
+            self.history.pop()
+        else:
+            self.epochs_without_gain += 1
+        if cfg.patience is not None and self.epochs_without_gain >= cfg.patience:
+            self.stop_reason = f"early stopping: no val mIoU gain for {cfg.patience} evaluations"
+
     def run(self) -> dict:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        main, ranks = self.ranks.main, self.ranks
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        where = f"device {self.device}" + (f", {ranks.world_size} processes ({ranks.backend}) of "
+                                           f"{self.batch_per_process} frames per step each"
+                                           if ranks.distributed else "")
         self.log(f"training {self.arch} on {self.train_name}: {len(self.train_images)} images, "
-                 f"{self.steps_per_epoch} steps/epoch, device {self.device}, out {self.out}")
+                 f"{self.steps_per_epoch} steps/epoch, {where}, out {self.out}")
         while (reason := self._done()) is None:
             t_epoch = time.perf_counter()
             train_loss = self.train_epoch()
             self.epoch += 1
+            self.elapsed = ddp.all_max(self.elapsed, ranks, self.device)  # so every process stops alike
             row = {"epoch": self.epoch, "step": self.step, "lr": self.last_lr, "train_loss": train_loss,
                    "skipped_steps": self.epoch_skipped}
             if self.frames.val and (self.epoch % cfg.eval_every == 0 or self._done()):
+                # every process: with SyncBatchNorm the re-estimated statistics are a collective
                 self.recalibrate_bn(self.eval_model, cfg.precise_bn_batches)
-                res = self.validate()
-                row.update(val_miou=res["miou"], val_pixel_accuracy=res["pixel_accuracy"],
-                           val_per_class_iou=res["per_class_iou"], val_datasets=res["datasets"])
-                if self.best_epoch is None or res["miou"] > self.best_miou + cfg.min_delta:
-                    self.best_miou, self.best_epoch, self.epochs_without_gain = res["miou"], self.epoch, 0
-                    self.history.append(row)
-                    save_checkpoint(self.out / "best.pt", self.eval_model, self._info(self._record()))
-                    self.history.pop()
-                else:
-                    self.epochs_without_gain += 1
-                if cfg.patience is not None and self.epochs_without_gain >= cfg.patience:
-                    self.stop_reason = f"early stopping: no val mIoU gain for {cfg.patience} evaluations"
+                if main:
+                    self._score_epoch(row)
+                decided = ddp.from_main((row, self.best_miou, self.best_epoch, self.epochs_without_gain,
+                                         self.stop_reason), ranks)
+                row, self.best_miou, self.best_epoch, self.epochs_without_gain, self.stop_reason = decided
             row["epoch_time_s"] = round(time.perf_counter() - t_epoch, 2)
             row["elapsed_s"] = round(self.elapsed, 1)
             self.history.append(row)
             if not self.frames.val:
                 self.best_epoch = self.epoch
-                save_checkpoint(self.out / "best.pt", self.eval_model, self._info(self._record()))
-            self._save_state()
-            self._write_logs()
+                if main:
+                    save_checkpoint(self.out / "best.pt", self.eval_model, self._info(self._record()))
+            if main:
+                self._save_state()
+                self._write_logs()
             miou = row.get("val_miou")
             by_set = "".join(f", {n} {100 * r['miou']:.2f}" for n, r in row.get("val_datasets", {}).items()
                              if len(self.frames.val) > 1)
@@ -725,11 +790,12 @@ class Trainer:
                      + (f", val mIoU {100 * miou:.2f} (best {100 * self.best_miou:.2f} @ {self.best_epoch})"
                         if miou is not None else "") + by_set + f", {row['epoch_time_s']:.0f}s")
         self.stop_reason = reason
-        self._save_state()
+        if main:
+            self._save_state()
         self.log(f"stopped: {reason}; best val mIoU "
                  f"{100 * max(self.best_miou, 0):.2f} at epoch {self.best_epoch}; checkpoint {self.out / 'best.pt'}")
         # Refresh best.pt's record so it carries the final training time and epochs.
-        if (self.out / "best.pt").is_file():
+        if main and (self.out / "best.pt").is_file():
             best_model, info = load_checkpoint(self.out / "best.pt")
             info.training.update(total_epochs=self.epoch, total_train_time_s=round(self.elapsed, 1),
                                  stop_reason=reason)
