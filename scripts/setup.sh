@@ -48,7 +48,7 @@ fi
 WANT="$(fingerprint) $(cat requirements-gpu.txt 2>/dev/null | "$PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])') python$PY_VERSION gpu$HAS_GPU"
 
 # every module the code and tests import that is not in the standard library
-MODULES="torch torchvision numpy onnx onnxruntime cv2 rosbags tqdm matplotlib PIL yaml pytest rclpy \
+MODULES="torch torchvision numpy onnx onnxruntime cv2 rosbags tqdm ray matplotlib PIL yaml pytest rclpy \
 sensor_msgs std_msgs diagnostic_msgs rcl_interfaces builtin_interfaces ament_index_python colcon_core colcon_ros \
 seg_perception"
 
