@@ -17,13 +17,13 @@ The CameraInfo topic defaults to the camera topic's sibling, as image_transport 
 """
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
 from seg_perception.ros.camera_topics import camera_info_topic
+from seg_perception.ros.launch_arguments import model_arguments
 
 
 def _float_list(text: str, name: str) -> list[float]:
@@ -95,16 +95,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "namespace", default_value="",
             description="Namespace of the nodes and of their segmentation/* and free_space/* topics"),
-        DeclareLaunchArgument(
-            "params_file",
-            default_value=PathJoinSubstitution([FindPackageShare("seg_perception"), "config", "drive.yaml"]),
-            description="YAML file with the node's parameters"),
-        DeclareLaunchArgument(
-            "model", default_value="",
-            description="A shipped model by name (camvid, driving) or a model file (.pt or .onnx); empty = driving"),
-        DeclareLaunchArgument(
-            "device", default_value="auto", choices=["auto", "cpu", "cuda"],
-            description="Inference device"),
+        *model_arguments(),
         DeclareLaunchArgument(
             "base_frame", default_value="",
             description="Frame of the geometric outputs (REP-105); empty = params_file's (base_footprint)"),

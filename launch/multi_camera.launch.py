@@ -15,13 +15,13 @@ model copy, isolated from the others (one camera's trouble cannot slow another's
 both: docs/performance.md.
 """
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
 from seg_perception.ros.camera_topics import camera_info_topic, camera_namespace, parse_cameras
+from seg_perception.ros.launch_arguments import model_arguments
 
 
 def _nodes(context):
@@ -68,16 +68,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "log_level", default_value="info", choices=["debug", "info", "warn", "error", "fatal"],
             description="Log level of the node(s)"),
-        DeclareLaunchArgument(
-            "params_file",
-            default_value=PathJoinSubstitution([FindPackageShare("seg_perception"), "config", "drive.yaml"]),
-            description="YAML file with the nodes' parameters"),
-        DeclareLaunchArgument(
-            "model", default_value="",
-            description="A shipped model by name (camvid, driving) or a model file (.pt or .onnx); empty = driving"),
-        DeclareLaunchArgument(
-            "device", default_value="auto", choices=["auto", "cpu", "cuda"],
-            description="Inference device"),
+        *model_arguments(),
         DeclareLaunchArgument(
             "precision", default_value="auto", choices=["auto", "fp32", "fp16", "int8"],
             description="Inference precision; auto = int8 on CPUs with VNNI/AMX, fp16 on GPUs, else fp32"),

@@ -13,11 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
-from conftest import SAMPLES, NodeProcess, node_args, wait_for
+from conftest import SAMPLES, NodeProcess, RosProbe, node_args, wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -38,15 +36,11 @@ def to_array(msg: Image) -> np.ndarray:
     return np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :msg.width]
 
 
-class Cameras:
+class Cameras(RosProbe):
     """An in-process node publishing on each live camera and recording each camera's labels."""
 
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("multi_camera_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__("multi_camera_probe")
         self.pubs = {cam: self.node.create_publisher(Image, cam, RELIABLE) for cam in LIVE}
         self.labels: dict[str, dict[tuple, Image]] = {cam: {} for cam in LIVE}
         self.subs = {cam: self.node.create_subscription(
@@ -56,14 +50,6 @@ class Cameras:
         self.diagnostics: list[DiagnosticArray] = []
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.stamp = 2000
-
-    def spin(self, seconds: float) -> None:
-        self.executor.spin_once(timeout_sec=seconds)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
     def header(self, cam: str) -> Header:
         self.stamp += 1

@@ -305,7 +305,8 @@ def run_end_to_end(resolutions, cameras, *, seconds: float, rate: float, warmup:
     import contextlib
     import tempfile
 
-    from ..cli.demo import demo_environment, ros_environment
+    from ..cli.demo import demo_environment
+    from ..ros.environment import ros_environment
     from ..ros.replay import import_rclpy
     from ..ros.ros_image import rgb_to_image
     from .measure import sample_frames

@@ -35,12 +35,12 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..classes import ClassTable
+from ..ros.environment import ros_environment
 
 DEMO_NAMESPACE = "/seg_perception_demo"
 BAG_IMAGE_TOPIC = "/camera/image_raw"
@@ -115,10 +115,6 @@ def find_config_file(name: str = "drive.yaml") -> Path | None:
 
 # -- ROS environment --------------------------------------------------------------
 
-_ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY", "ROS_HOME", "ROS_LOG_DIR",
-             "RCUTILS_COLORIZED_OUTPUT", "PYTHONUNBUFFERED", "FASTDDS_DEFAULT_PROFILES_FILE")
-
-
 
 
 def demo_environment(out: Path, environ=None) -> dict:
@@ -141,22 +137,6 @@ def demo_environment(out: Path, environ=None) -> dict:
         if not environ.get("ROS_LOG_DIR"):
             env["ROS_LOG_DIR"] = str((out / "ros_home" / "log").resolve())
     return env
-
-
-@contextmanager
-def ros_environment(values: dict):
-    """os.environ with `values` (and without the deprecated ROS_LOCALHOST_ONLY), restored afterwards."""
-    saved = {k: os.environ.get(k) for k in _ENV_KEYS}
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)
-    os.environ.update(values)
-    try:
-        yield dict(os.environ)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # -- the node process ----------------------------------------------------------------

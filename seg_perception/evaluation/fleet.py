@@ -144,17 +144,9 @@ def _ros_domain(domain: int | None):
     if domain is None:
         yield
         return
-    keys = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
-    try:
+    from ..ros.environment import ros_environment
+    with ros_environment({"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def evaluate_bag(path: str, job: EvalJob, *, log_dir: str | Path | None = None, ros_domain: int | None = None,
