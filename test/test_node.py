@@ -14,14 +14,12 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
-from conftest import SAMPLES, NodeProcess, jpeg_claiming, node_args, wait_for
+from conftest import SAMPLES, NodeProcess, RosProbe, jpeg_claiming, node_args, wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -51,15 +49,11 @@ def to_array(msg: Image) -> np.ndarray:
     return arr.reshape(msg.height, msg.width, ch) if ch > 1 else arr
 
 
-class Probe:
+class Probe(RosProbe):
     """An in-process rclpy node: publishes camera frames, records the node's outputs."""
 
     def __init__(self, tag: str) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f"probe_{tag}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__(f"probe_{tag}")
         self.pub_raw = self.node.create_publisher(Image, CAMERA, RELIABLE)
         self.pub_compressed = self.node.create_publisher(CompressedImage, CAMERA + "/compressed", RELIABLE)
         self.received: dict[str, dict[tuple, Image]] = {t: {} for t in MASK_TOPICS + ("overlay",)}
@@ -73,14 +67,6 @@ class Probe:
         def store(msg: Image, topic=topic) -> None:
             self.received[topic][(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
         return self.node.create_subscription(Image, OUT + topic, store, RELIABLE)
-
-    def spin(self, seconds: float) -> None:
-        self.executor.spin_once(timeout_sec=seconds)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
     def wait_ready(self, proc: NodeProcess, compressed: bool = False) -> None:
         """The node subscribes only once its model is loaded, so a matched publisher means ready."""

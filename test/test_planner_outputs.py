@@ -16,15 +16,13 @@ import time
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
-from conftest import SAMPLES, NodeProcess, node_args, wait_for
+from conftest import SAMPLES, NodeProcess, RosProbe, node_args, wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2, Range
 from std_msgs.msg import Bool, Header
@@ -64,15 +62,11 @@ def camera_info(header: Header, *, width=480, height=360, f=F, cx=CX, cy=CY, d=(
     return msg
 
 
-class GeoProbe:
+class GeoProbe(RosProbe):
     """Publishes frames and CameraInfo; records every output by stamp."""
 
     def __init__(self, tag: str, namespace: str = "/segmentation") -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f"geo_probe_{tag}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__(f"geo_probe_{tag}")
         self.pub_image = self.node.create_publisher(Image, CAMERA, RELIABLE)
         self.pub_info = self.node.create_publisher(CameraInfo, INFO, RELIABLE)
         self.received: dict[str, dict] = {}
@@ -96,14 +90,6 @@ class GeoProbe:
             else:
                 self.received[name].append(msg)
         return self.node.create_subscription(mtype, topic, store, RELIABLE)
-
-    def spin(self, seconds: float) -> None:
-        self.executor.spin_once(timeout_sec=seconds)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
     def header(self) -> Header:
         self.stamp_sec += 1
