@@ -64,6 +64,13 @@ def test_network_input_keeps_the_camera_aspect(frame, expected):
     assert network_size(frame, (480, 360), parse_input_size("800x448")) == (800, 448)
 
 
+@pytest.mark.parametrize("frame", [(700, 1), (100, 10), (4000, 400), (1, 500)])
+def test_a_frame_of_absurd_shape_gets_a_bounded_network_input(frame):
+    """A hostile 700x1 frame must not become a 250000x360 network input (memory, time)."""
+    w, h = network_size(frame, (480, 360))
+    assert w % 32 == 0 and h % 32 in (0, 360 % 32) and w * h <= 3 * 480 * 360 and min(w, h) >= 32
+
+
 def test_input_size_settings_are_checked():
     assert parse_input_size("") == "auto" and parse_input_size("MODEL") == "model"
     assert parse_input_size("640x360") == (640, 360) and parse_input_size([512, 288]) == (512, 288)

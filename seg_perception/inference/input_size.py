@@ -11,12 +11,16 @@ A wider camera costs more per frame, in proportion to its width.
 """
 from __future__ import annotations
 
+import math
 import re
 
 #: Every family's total downsampling divides this (LR-ASPP, DeepLabV3 and FCN: 8 or 16; U-Net: 16).
 NETWORK_STRIDE = 32
 #: Frames whose aspect is within this of the model's own run at exactly the model's input size.
 SAME_ASPECT = 0.02
+#: The network input never exceeds this many times the model's pixels (a 3.3:1 panorama needs 2.5):
+#: a frame of absurd shape (700x1) must not become a 250000x360 network input.
+MAX_AREA_FACTOR = 3.0
 
 AUTO = "auto"
 MODEL = "model"
@@ -67,4 +71,9 @@ def network_size(frame_size: tuple[int, int], model_size: tuple[int, int], setti
     aspect = fw / fh
     if abs(aspect / (mw / mh) - 1.0) <= SAME_ASPECT:
         return (mw, mh)
-    return (_to_stride(mh * aspect, stride), mh)
+    w, h = _to_stride(mh * aspect, stride), mh
+    cap = MAX_AREA_FACTOR * mw * mh
+    if w * h > cap:  # very wide: the height shrinks so that the pixel count stays bounded
+        h = max(stride, int(math.sqrt(cap / aspect)) // stride * stride)
+        w = max(stride, min(_to_stride(h * aspect, stride), int(cap // h) // stride * stride))
+    return (w, h)
