@@ -194,3 +194,15 @@ def test_the_multi_camera_launch_file_parses_with_the_launch_api():
     with pytest.raises(CameraListError, match="listed twice"):
         for entity in get_launch_description_from_python_launch_file(str(path)).entities:
             entity.visit(context)
+
+
+def test_one_pose_for_several_cameras_is_pointed_out(ros_env, tmp_path):
+    proc = NodeProcess(node_args(params={"cameras": "['/a/image_raw', '/b/image_raw']",
+                                         "camera_position": "[1.5, 0.0, 1.4]", "camera_rpy": "[0.0, 0.1, 0.0]"}),
+                       tmp_path / "node.log")
+    try:
+        assert wait_for(lambda: not proc.alive() or "segmenting" in proc.output(), START_TIMEOUT), proc.output()
+        assert proc.alive(), proc.output()
+        assert "camera_position and camera_rpy describe one camera but apply to all 2 cameras" in proc.output()
+    finally:
+        assert proc.stop() == 0, proc.output()

@@ -448,6 +448,11 @@ class SegmentationMixin:
         self._worker = threading.Thread(target=self._work, name="segmentation-worker", daemon=True)
         self._worker.start()
         s = self.settings
+        if len(ro["cameras"]) > 1 and s.geometry.pose is not None:
+            self.get_logger().warning(
+                "camera_position and camera_rpy describe one camera but apply to all "
+                f"{len(ro['cameras'])} cameras here: leave them empty to take each camera's pose from TF "
+                "(its frames' frame_id), or run one node per camera (multi_camera.launch.py mode:=per_camera)")
         names = self.segmenter.classes.names
         topics = ", ".join(stream.topic for stream in self.streams)
         where = (self.resolve_topic_name("~") if not ro["cameras"] else
