@@ -40,9 +40,11 @@ def cloud(points: np.ndarray, header: Header, *, organized: bool, data: array.ar
     `data`, when given, is the points' own array.array('B') buffer, sent without a copy.
     """
     height, width = points.shape if organized else (1, points.shape[0])
+    # check_fields=True: only then does the generated setter keep an array.array('B') as it is; without
+    # it, it copies the 15 MB of a 1280x720 cloud (1.8 ms) on every frame
     return PointCloud2(header=header, height=height, width=width, fields=CLOUD_FIELDS, is_bigendian=False,
                        point_step=OrganizedCloud.DTYPE.itemsize, row_step=OrganizedCloud.DTYPE.itemsize * width,
-                       data=data if data is not None else packed(points), is_dense=not organized)
+                       data=data if data is not None else packed(points), is_dense=not organized, check_fields=True)
 
 
 def organized_cloud(cloud_buffer: OrganizedCloud, labels: np.ndarray, confidence: np.ndarray | None,

@@ -52,7 +52,7 @@ def packed(values: np.ndarray, typecode: str = "B") -> array.array:
 def make_image(pixels: np.ndarray, encoding: str, header=None, *, step: int | None = None) -> Image:
     """An Image from an HxW (mono) or HxWxC uint8 array already laid out in `encoding`."""
     pixels = np.ascontiguousarray(pixels)
-    msg = Image()
+    msg = Image(check_fields=True)  # the data setter then keeps the packed array instead of copying it again
     if header is not None:
         msg.header = header
     msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
