@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seg_perception.evaluation.metrics import confusion_matrix, scores  # noqa: E402
-from seg_perception.inference.segmenter import Segmenter, default_model_path  # noqa: E402
+from seg_perception.inference.segmenter import Segmenter, shipped_model_path  # noqa: E402
 from seg_perception.learning.datasets import read_label, read_rgb  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "camvid_val"
@@ -31,7 +31,8 @@ def paths() -> list[dict]:
     import onnxruntime as ort
     import torch
 
-    rows = [dict(device="cpu", backend="onnxruntime"), dict(device="cpu", backend="torch")]
+    rows = [dict(device="cpu", backend="onnxruntime", precision="fp32"),
+            dict(device="cpu", backend="onnxruntime", precision="int8"), dict(device="cpu", backend="torch")]
     if torch.cuda.is_available():
         rows += [dict(device="cuda", backend="torch"), dict(device="cuda", backend="torch", half=False)]
         if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -47,7 +48,8 @@ def run(seg: Segmenter, frames, repeats: int, flip: bool) -> tuple[list[np.ndarr
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=default_model_path())
+    p.add_argument("--model", type=Path, default=shipped_model_path("camvid"),
+                   help="a model of CamVid's 11 classes, as the bundled frames' labels (default: the camvid model)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
@@ -55,7 +57,7 @@ def main() -> None:
     frames = [read_rgb(f) for f in images]
     truth = [read_label(SAMPLES / "labels" / f.name) for f in images]
     print(f"{len(frames)} bundled CamVid val frames, {args.model.name}; median ms per frame\n")
-    print("| device | backend | precision | flip TTA | ms/frame | labels equal to CPU ONNX | pixel accuracy |")
+    print("| device | backend | precision | flip TTA | ms/frame | labels equal to CPU ONNX fp32 | pixel accuracy |")
     print("|---|---|---|---|---|---|---|")
     segmenters = [Segmenter(args.model, threads=args.threads, **kw) for kw in paths()]
     for flip in (False, True):
@@ -66,7 +68,7 @@ def main() -> None:
             agree = np.mean([np.mean(a == b) for a, b in zip(labels, reference)])
             n = seg.classes.num_classes
             cm = sum(confusion_matrix(gt, lab, n, seg.classes.ignore_index) for lab, gt in zip(labels, truth))
-            print(f"| {seg.device} | {seg.backend} | {'fp16' if seg.half else 'fp32'} | {'yes' if flip else 'no'} | "
+            print(f"| {seg.device} | {seg.backend} | {seg.precision} | {'yes' if flip else 'no'} | "
                   f"{ms:.1f} | {100 * agree:.3f} % | {100 * scores(cm)['pixel_accuracy']:.2f} % |", flush=True)
 
 
