@@ -34,7 +34,7 @@ def paths() -> list[dict]:
     rows = [dict(device="cpu", backend="onnxruntime", precision="fp32"),
             dict(device="cpu", backend="onnxruntime", precision="int8"), dict(device="cpu", backend="torch")]
     if torch.cuda.is_available():
-        rows += [dict(device="cuda", backend="torch"), dict(device="cuda", backend="torch", half=False)]
+        rows += [dict(device="cuda", backend="torch"), dict(device="cuda", backend="torch", precision="fp32")]
         if "CUDAExecutionProvider" in ort.get_available_providers():
             rows.append(dict(device="cuda", backend="onnxruntime"))
     return rows

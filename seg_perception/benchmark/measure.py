@@ -45,14 +45,13 @@ def parse_counts(text: str) -> list[int]:
 
 
 def summary(samples_ms, per_sample: int = 1) -> dict:
-    """p50/p95/p99/mean of millisecond samples and the frames/s they mean (`per_sample` frames per sample)."""
-    a = np.asarray(list(samples_ms), np.float64)
-    if a.size == 0:
-        return {"n": 0, "p50": None, "p95": None, "p99": None, "mean": None, "fps": None}
-    p50, p95, p99 = (float(v) for v in np.percentile(a, [50, 95, 99]))
-    mean = float(a.mean())
-    return {"n": int(a.size), "p50": p50, "p95": p95, "p99": p99, "mean": mean,
-            "fps": per_sample * 1000.0 / mean if mean > 0 else None}
+    """evaluate-bag's latency summary (p50/p95/p99/max/mean) of millisecond samples, with their count as
+    `n` and the frames/s they mean (`per_sample` frames per sample).
+    """
+    from ..evaluation.bag_evaluation import latency_summary
+    s = latency_summary(samples_ms)
+    mean = s["mean"]
+    return dict(s, n=s["count"], fps=per_sample * 1000.0 / mean if mean else None)
 
 
 def time_each(fn, items, repeats: int) -> list[float]:

@@ -205,7 +205,8 @@ def _eval_job(args, n_bags: int):
         threads = max(1, int(args.cpus_per_task))  # as many inference threads as the task reserves CPUs
     return EvalJob(label_topic=args.label_topic, image_topic=args.image_topic, mapping=args.mapping,
                    samples=args.samples if n_bags == 1 else min(args.samples, 1), model=args.model,
-                   device=args.device, backend=args.backend, threads=threads, flip_tta=args.flip_tta,
+                   device=args.device, backend=args.backend, precision=args.precision, input_size=args.input_size,
+                   threads=threads, flip_tta=args.flip_tta,
                    timeout=args.bag_timeout, live=args.live, start_node=not args.no_start_node,
                    node_params=tuple(params), output_topic=args.output_topic, rate=args.rate,
                    startup_timeout=args.startup_timeout, drain_timeout=args.drain_timeout)

@@ -112,6 +112,8 @@ class EvalJob:
     model: str | None = None
     device: str = "auto"
     backend: str = "auto"
+    precision: str = "auto"
+    input_size: str = "auto"
     threads: int | None = None
     flip_tta: bool = False
     timeout: float | None = None    # seconds per bag
@@ -130,10 +132,11 @@ _SEGMENTERS: dict = {}
 def segmenter_for(job: EvalJob):
     """The job's Segmenter, loaded once per process and kept for every later bag; returns (segmenter, cached)."""
     from ..inference.segmenter import Segmenter
-    key = (job.model, job.device, job.backend, job.threads, job.flip_tta)
+    key = (job.model, job.device, job.backend, job.precision, job.input_size, job.threads, job.flip_tta)
     if key in _SEGMENTERS:
         return _SEGMENTERS[key], True
-    seg = Segmenter(job.model, device=job.device, backend=job.backend, threads=job.threads, flip_tta=job.flip_tta)
+    seg = Segmenter(job.model, device=job.device, backend=job.backend, precision=job.precision,
+                    input_size=job.input_size, threads=job.threads, flip_tta=job.flip_tta)
     _SEGMENTERS[key] = seg
     return seg, False
 

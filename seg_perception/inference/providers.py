@@ -65,12 +65,12 @@ class TensorRTCache:
     def reset(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def provider_options(self, input_name: str, size: tuple[int, int], max_batch: int) -> dict:
+    def provider_options(self, input_name: str, size: tuple[int, int], max_batch: int, *, fp16: bool = True) -> dict:
         """TensorRT EP options: fp16, engine and timing cache in this folder, a profile for batches 1..max."""
         self.path.mkdir(parents=True, exist_ok=True)
         w, h = size
         return {
-            "trt_fp16_enable": True,
+            "trt_fp16_enable": bool(fp16),
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(self.path),
             "trt_timing_cache_enable": True,

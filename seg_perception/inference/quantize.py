@@ -18,16 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .segmenter import INT8_SUFFIX, ONNX_METADATA_KEY, read_onnx_metadata
+from .segmenter import INT8_SUFFIX, ONNX_METADATA_KEY, read_onnx_metadata, sibling_model
 
 PERCENTILE = 99.99
-
-
-def int8_path(model: str | Path) -> Path:
-    """Where the int8 model of a checkpoint or fp32 .onnx lies: camvid_lraspp.int8.onnx."""
-    model = Path(model)
-    stem = model.name[:-len(INT8_SUFFIX)] if model.name.endswith(INT8_SUFFIX) else model.with_suffix("").name
-    return model.with_name(stem + INT8_SUFFIX)
 
 
 def quantize_int8(onnx_model: str | Path, frames: Iterable[np.ndarray], output: str | Path | None = None, *,
@@ -46,7 +39,7 @@ def quantize_int8(onnx_model: str | Path, frames: Iterable[np.ndarray], output: 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     onnx_model = Path(onnx_model)
-    output = Path(output) if output else int8_path(onnx_model)
+    output = Path(output) if output else sibling_model(onnx_model, INT8_SUFFIX)
     meta = read_onnx_metadata(onnx_model)
     if meta.get("quantization"):
         raise ValueError(f"{onnx_model} is already quantized")

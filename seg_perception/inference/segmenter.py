@@ -41,6 +41,13 @@ PRECISIONS = ("auto", "fp32", "fp16", "int8")
 ONNX_METADATA_KEY = "seg_perception"
 INT8_SUFFIX = ".int8.onnx"
 
+
+def sibling_model(path: str | Path, suffix: str) -> Path:
+    """The file of the same model with another suffix: camvid_lraspp.pt / .onnx / .int8.onnx."""
+    path = Path(path)
+    stem = path.name[:-len(INT8_SUFFIX)] if path.name.endswith(INT8_SUFFIX) else path.with_suffix("").name
+    return path.with_name(stem + suffix)
+
 #: Frames larger than this (pixels) are refused rather than resized: a corrupt header, not a camera.
 MAX_PIXELS = 64_000_000
 
@@ -119,14 +126,12 @@ class Segmenter:
 
     def __init__(self, model_path: str | Path | None, *, device: str = "auto", backend: str = "auto",
                  precision: str = "auto", threads: int | None = None, input_size="auto",
-                 half: bool | None = None, flip_tta: bool = False, max_batch: int = 1,
+                 flip_tta: bool = False, max_batch: int = 1,
                  trt_cache_dir: str | Path | None = None, trt_rebuild: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}' unknown; choose one of {list(BACKENDS)}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision '{precision}' unknown; choose one of {list(PRECISIONS)}")
-        if half:
-            precision = "fp16"
         self.notes: list[str] = []
         self.model_path = resolve_model(model_path)
         if not self.model_path.exists():
@@ -135,6 +140,8 @@ class Segmenter:
         self.flip_tta = bool(flip_tta)
         self.max_batch = max(1, int(max_batch))
         self.input_setting = parse_input_size(input_size)
+        self.onnx_path: Path | None = None  # the ONNX graph that runs (None on PyTorch)
+        self._trt: dict | None = None       # TensorRT engine settings (None elsewhere)
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
         self._buffers: dict[tuple[int, int, int], np.ndarray] = {}
         want_gpu = device == "cuda" or backend == "tensorrt" or (device == "auto" and precision == "fp16")
@@ -174,14 +181,9 @@ class Segmenter:
 
     def _sibling_onnx(self, suffix: str) -> Path | None:
         """An .onnx (or .int8.onnx) exported from exactly this checkpoint (matched by SHA-256), if present."""
-        if self.model_path.suffix.lower() == ".onnx":
-            stem = self.model_path.name[:-len(INT8_SUFFIX)] if self.model_path.name.endswith(INT8_SUFFIX) \
-                else self.model_path.stem
-            cand = self.model_path.with_name(stem + suffix)
-            want = self._onnx_meta(self.model_path).get("checkpoint_sha256")
-        else:
-            cand = self.model_path.with_name(self.model_path.stem + suffix)
-            want = None
+        cand = sibling_model(self.model_path, suffix)
+        want = (self._onnx_meta(self.model_path).get("checkpoint_sha256")
+                if self.model_path.suffix.lower() == ".onnx" else None)
         if not cand.is_file():
             return None
         try:
@@ -270,7 +272,6 @@ class Segmenter:
         # DDS and the planners; spinning doubled the CPU time per 30 Hz frame (docs/performance.md).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._ort, self._opts = ort, opts
-        self._trt = None
         if self.backend == "tensorrt":
             self._trt = dict(root=trt_cache_dir, rebuild=bool(trt_rebuild), sha=file_sha256(path),
                              fp16=precision != "fp32")
@@ -313,8 +314,7 @@ class Segmenter:
             cache.reset()
         last = None
         for attempt in range(2):
-            options = cache.provider_options(FRAMES, size, self.max_batch)
-            options["trt_fp16_enable"] = self._trt["fp16"]
+            options = cache.provider_options(FRAMES, size, self.max_batch, fp16=self._trt["fp16"])
             try:
                 session = self._ort.InferenceSession(self._fused_model, self._opts,
                                                      providers=[(eps.TENSORRT, options), eps.CUDA, eps.CPU])
@@ -466,8 +466,10 @@ class Segmenter:
             groups.setdefault(self.network_size_for(rgb.shape[1], rgb.shape[0]), []).append(i)
         out: list[Segmentation | None] = [None] * len(frames)
         for size, idx in groups.items():
-            for start in range(0, len(idx), self.max_batch if self._trt_bound() else len(idx)):
-                chunk = idx[start:start + (self.max_batch if self._trt_bound() else len(idx))]
+            # TensorRT engines are built for batches up to max_batch; the other backends take any batch
+            step = self.max_batch if self._trt is not None else len(idx)
+            for start in range(0, len(idx), step):
+                chunk = idx[start:start + step]
                 t0 = time.perf_counter()
                 ids, conf = self._top(self._batch_input([frames[i] for i in chunk], size), flip)
                 for j, i in enumerate(chunk):
@@ -482,17 +484,13 @@ class Segmenter:
                     out[i].inference_ms = ms
         return out
 
-    def _trt_bound(self) -> bool:
-        """TensorRT engines are built for batches up to max_batch; other backends take any batch."""
-        return getattr(self, "_trt", None) is not None
-
     def describe(self) -> str:
         setting = self.input_setting
         net = setting if isinstance(setting, str) else f"{setting[0]}x{setting[1]}"
         return (f"{self.info.arch} ({self.classes.num_classes} classes, trained at {self.input_size[0]}x"
                 f"{self.input_size[1]}, network input {net}) "
-                f"from {self.model_path}" + (f" (as {self.onnx_path.name})" if getattr(self, "onnx_path", None)
-                                             not in (None, self.model_path) else "")
+                f"from {self.model_path}" + (f" (as {self.onnx_path.name})"
+                                             if self.onnx_path not in (None, self.model_path) else "")
                 + f" on {self.provider}"
                 + (" with flip TTA" if self.flip_tta else ""))
 

@@ -136,24 +136,26 @@ class CameraStream:
         return compressed_to_rgb(msg) if self.compressed else image_to_rgb(msg)
 
     # -- output --------------------------------------------------------------------
-    def wanted(self, settings) -> dict[str, bool]:
-        """The image outputs somebody subscribes to (rclpy's publish to nobody still serialises)."""
-        wanted = {name: pub.get_subscription_count() > 0 for name, pub in self.pubs.items()}
-        wanted["confidence"] &= settings.publish_confidence
-        wanted["overlay"] &= settings.publish_overlay
-        return wanted
+    def wanted(self, settings) -> tuple[dict[str, bool], dict[str, bool]]:
+        """The (image, geometric) outputs somebody subscribes to, asked once per frame: rclpy's publish to
+        nobody still serialises.
+        """
+        image = {name: pub.get_subscription_count() > 0 for name, pub in self.pubs.items()}
+        image["confidence"] &= settings.publish_confidence
+        image["overlay"] &= settings.publish_overlay
+        return image, self.geometry.wanted()
 
-    def needs_confidence(self, settings) -> bool:
-        """Whether a published output carries the confidence (its image, the clouds' confidence field)."""
-        geometry = self.geometry.wanted()
-        return self.wanted(settings)["confidence"] or geometry["points"] or geometry["obstacles"]
+    @staticmethod
+    def needs_confidence(wanted) -> bool:
+        """Whether a wanted output carries the confidence (its image, the clouds' confidence field)."""
+        image, geometry = wanted
+        return image["confidence"] or geometry["points"] or geometry["obstacles"]
 
-    def publish(self, header, rgb: np.ndarray, seg, settings, t_received: float, batch: int = 1) -> None:
-        """Every wanted output of one segmented frame, with the frame's header (`batch`: frames segmented with it)."""
+    def publish(self, header, rgb: np.ndarray, seg, settings, wanted, t_received: float, batch: int = 1) -> None:
+        """The `wanted` outputs of one segmented frame, with the frame's header (`batch`: frames segmented with it)."""
         s = settings
         labels = seg.labels
-        wanted = self.wanted(s)
-        geometry_wanted = self.geometry.wanted()
+        wanted, geometry_wanted = wanted
         drivable = None
         if wanted["drivable_mask"] or any(geometry_wanted[k] for k in ("scan", "obstacles", "grid")):
             drivable = group_mask(labels, s.drivable_lut)

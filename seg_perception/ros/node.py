@@ -562,14 +562,14 @@ class SegmentationMixin:
             except self._InputError as exc:
                 self._skip(stream, "input", str(exc))
                 continue
-            ready.append((stream, msg.header, rgb, t_received))
+            ready.append((stream, msg.header, rgb, t_received, stream.wanted(s)))
         if not ready:
             return
-        segs = self.segmenter.segment_batch([rgb for _, _, rgb, _ in ready], output_size=s.output_resolution,
+        segs = self.segmenter.segment_batch([rgb for _, _, rgb, _, _ in ready], output_size=s.output_resolution,
                                             flip_tta=s.flip_tta,
-                                            confidence=any(stream.needs_confidence(s) for stream, *_ in ready))
-        for (stream, header, rgb, t_received), seg in zip(ready, segs):
-            stream.publish(header, rgb, seg, s, t_received, batch=len(ready))
+                                            confidence=any(CameraStream.needs_confidence(w) for *_, w in ready))
+        for (stream, header, rgb, t_received, wanted), seg in zip(ready, segs):
+            stream.publish(header, rgb, seg, s, wanted, t_received, batch=len(ready))
 
     # -- reporting ------------------------------------------------------------------
     def _log_stats(self) -> None:
@@ -594,7 +594,7 @@ class SegmentationMixin:
         elif self.segmenter.notes:
             problem = (DiagnosticStatus.WARN, "; ".join(self.segmenter.notes))
         name = f"{self.get_fully_qualified_name()}: semantic segmentation"
-        extra = (("model", str(self.segmenter.model_path)), ("inference", self.segmenter.provider))
+        extra = (("model", str(self.segmenter.model_path)),)  # the provider is the hardware_id
         statuses = [stream.diagnostic_status(name, self.segmenter.provider, extra, problem, NO_FRAMES_FIX)
                     for stream in self.streams]
         statuses += [stream.geometry.diagnostic_status(self.settings.geometry) for stream in self.streams]
