@@ -47,6 +47,10 @@ def test_fused_graph_equals_the_unfused_reference(precision, bundled):
             seg._fused = fused
         np.testing.assert_array_equal(a.labels, b.labels)
         assert np.abs(a.confidence.astype(int) - b.confidence.astype(int)).max() <= 1
+        # nobody needs the confidence: the graph skips it, the labels stay the same
+        c = seg.segment_batch([rgb], confidence=False)[0]
+        assert c.confidence is None
+        np.testing.assert_array_equal(c.labels, a.labels)
 
 
 @pytest.mark.parametrize("frame, expected", [
@@ -101,6 +105,43 @@ def test_a_batch_gives_each_frame_its_own_result(bundled):
         assert got.labels.shape == rgb.shape[:2]
         assert (got.labels == alone.labels).mean() > 0.999
         assert np.abs(got.confidence.astype(int) - alone.confidence.astype(int)).max() <= 1
+
+
+def test_overlapping_calls_give_a_lone_calls_results(bundled):
+    """Two threads segmenting at once (the node's parallel workers) get exactly what one call alone
+    gets, the overlapping ones on sessions with a share of the threads.
+    """
+    import threading
+    seg = Segmenter("driving", device="cpu", backend="onnxruntime", precision="fp32", threads=2, workers=2)
+    assert seg.workers == 2 and "2 frames at once" in seg.describe()
+    alone = [seg.segment(rgb) for rgb in bundled]
+    assert seg.overlapped == 0
+    start = threading.Barrier(2)
+    got: dict = {}
+
+    def work(k: int) -> None:  # the two threads go through the frames in opposite orders
+        start.wait()
+        for _ in range(3):
+            for i in (range(len(bundled)) if k == 0 else reversed(range(len(bundled)))):
+                got.setdefault((k, i), []).append(seg.segment(bundled[i]))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seg.overlapped > 0
+    for (_, i), results in got.items():
+        for r in results:
+            np.testing.assert_array_equal(r.labels, alone[i].labels)
+            np.testing.assert_array_equal(r.confidence, alone[i].confidence)
+
+
+def test_parallel_workers_are_chosen_where_they_pay():
+    assert Segmenter("driving", device="cpu", backend="onnxruntime", threads=2, workers=0).workers == 2
+    assert Segmenter("driving", device="cpu", backend="onnxruntime", threads=1, workers=0).workers == 1
+    torch_seg = Segmenter("driving", device="cpu", backend="torch", workers=0)
+    assert torch_seg.workers == 1 and torch_seg._shares == []
 
 
 @pytest.mark.parametrize("model", ["camvid", "driving"])

@@ -21,6 +21,7 @@ import pytest
 import rclpy
 from builtin_interfaces.msg import Time
 from conftest import REPO, SAMPLES, NodeProcess, jpeg_claiming, node_args, rss_mb, wait_for
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -186,20 +187,34 @@ print(f"sent {n} frames in {end - start:.2f} s; last stamp {9000 + n}; stop {end
 def test_a_200_hz_burst_of_hd_frames_leaves_no_backlog(ros_env, tmp_path, rgb, monkeypatch):
     """10 s of 1280x720 rgb8 at up to 200 Hz (best-effort, the shipped Fast DDS profile): the node works on
     the newest frame, so the last output comes within about one frame time after the input stops, and
-    its memory stays bounded.
+    its memory stays bounded. Its two parallel workers overlap, and the outputs still leave in the
+    frames' order.
     """
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(PROFILE))
     proc = NodeProcess(node_args(params={"model": "camvid", "publish_overlay": False, "stats_period": 0.0,
-                                         "diagnostics_period": 0.0}, remaps={"image": CAMERA}),
+                                         "diagnostics_period": 1.0, "workers": 2}, remaps={"image": CAMERA}),
                        tmp_path / "burst.log")
     got: dict = {}
+    order: list[int] = []
+    overlapping: list[int] = []
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("burst_listener", context=ctx)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
-    node.create_subscription(Image, "/segmentation/labels",
-                             lambda m: got.__setitem__(m.header.stamp.sec, time.monotonic()), RELIABLE)
+
+    def on_labels(m: Image) -> None:
+        got[m.header.stamp.sec] = time.monotonic()
+        order.append(m.header.stamp.sec)
+
+    def on_diagnostics(m: DiagnosticArray) -> None:
+        for status in m.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if "overlapping_runs_total" in values:
+                overlapping.append(int(values["overlapping_runs_total"]))
+
+    node.create_subscription(Image, "/segmentation/labels", on_labels, RELIABLE)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     script = tmp_path / "burst.py"
     script.write_text(BURST_PUBLISHER)
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -210,7 +225,9 @@ def test_a_200_hz_burst_of_hd_frames_leaves_no_backlog(ros_env, tmp_path, rgb, m
         assert wait_for(lambda: len(got) > 0 or not proc.alive(), START_TIMEOUT, lambda s: ex.spin_once(timeout_sec=s))
         assert proc.alive(), proc.output()
         before = rss_mb(proc.proc.pid)
+        wait_for(lambda: False, 1.0, lambda s: ex.spin_once(timeout_sec=s))  # the warm-up's last outputs
         got.clear()
+        order.clear()
         pub = subprocess.Popen([sys.executable, str(script), CAMERA, frame, "10"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
         while pub.poll() is None:
@@ -232,6 +249,10 @@ def test_a_200_hz_burst_of_hd_frames_leaves_no_backlog(ros_env, tmp_path, rgb, m
         assert last_output - stop <= 1.5 * frame_time + 0.25, (last_output - stop, frame_time)
         # and it is one of the last frames sent, not a stale one
         assert max(got) >= last_stamp - max(3, int(3 * frame_time * 200))
+        # the outputs in the frames' order although two workers overlapped
+        assert order == sorted(order) and len(set(order)) == len(order)
+        wait_for(lambda: overlapping and overlapping[-1] > 0, 5.0, lambda s: ex.spin_once(timeout_sec=s))
+        assert overlapping and overlapping[-1] > 0, overlapping[-5:]
         growth = rss_mb(proc.proc.pid) - before
         assert growth < BURST_RSS_GROWTH_MB, f"node grew by {growth:.0f} MB"
     finally:

@@ -6,6 +6,12 @@ In: the camera's pixels as they come (uint8, N x H x W x 3 RGB). Out: uint8 clas
 top-class confidence (N x H x W). ONNX Runtime then does the normalisation, the transposition, the
 ArgMax and the softmax's maximum multithreaded, where numpy would do them on one core, and no float
 tensor of the whole frame is made in Python.
+
+With `optional_confidence` the graph takes a boolean `want_confidence` too and computes the
+confidence only when it is true (an If node; an empty tensor otherwise): ONNX Runtime runs every
+node of a graph whatever outputs are asked for, and the softmax's maximum over the whole frame is a
+tenth of a CPU frame's time that nobody needs while only labels are subscribed. TensorRT gets the
+plain graph (the branches of an If must agree in shape there).
 """
 from __future__ import annotations
 
@@ -16,10 +22,12 @@ import numpy as np
 FRAMES = "frames"
 LABELS = "labels"
 CONFIDENCE = "confidence"
+WANT_CONFIDENCE = "want_confidence"
 
 
-def fused_graph(model: str | Path | bytes, mean, std) -> bytes:
-    """The model (a path or serialized ONNX) taking uint8 NHWC `frames` and giving `labels`, `confidence`.
+def fused_graph(model: str | Path | bytes, mean, std, *, optional_confidence: bool = False) -> bytes:
+    """The model (a path or serialized ONNX) taking uint8 NHWC `frames` (and `want_confidence` with
+    `optional_confidence`) and giving `labels`, `confidence`.
 
     The normalisation is (x - mean*255) / (std*255) in float32 as the unfused path computes it, so
     the network sees the same numbers either way.
@@ -51,9 +59,11 @@ def fused_graph(model: str | Path | bytes, mean, std) -> bytes:
     graph.initializer.extend([helper.make_tensor("fused_from", TensorProto.INT64, [1], [2]),
                               helper.make_tensor("fused_to", TensorProto.INT64, [1], [4]),
                               helper.make_tensor("fused_ones", TensorProto.INT64, [2], [1, 1])])
-    post = [
+    labels = [
         helper.make_node("ArgMax", [logits], ["fused_ids"], axis=1, keepdims=0),
         helper.make_node("Cast", ["fused_ids"], [LABELS], to=TensorProto.UINT8),
+    ]
+    confidence = [
         # the softmax's maximum without the whole softmax: 1 / sum(exp(logits - max))
         helper.make_node("ReduceMax", [logits], ["fused_top"], axes=[1], keepdims=1),
         helper.make_node("Sub", [logits, "fused_top"], ["fused_shifted"]),
@@ -64,6 +74,15 @@ def fused_graph(model: str | Path | bytes, mean, std) -> bytes:
         helper.make_node("Clip", ["fused_rounded", "fused_zero", "fused_255"], ["fused_clipped"]),
         helper.make_node("Cast", ["fused_clipped"], [CONFIDENCE], to=TensorProto.UINT8),
     ]
+    if optional_confidence:
+        some = helper.make_graph(confidence, "confidence", [],
+                                 [helper.make_tensor_value_info(CONFIDENCE, TensorProto.UINT8, None)])
+        none = helper.make_graph(
+            [helper.make_node("Constant", [], ["fused_no_confidence"],
+                              value=numpy_helper.from_array(np.zeros((0, 0, 0), np.uint8)))],
+            "no_confidence", [], [helper.make_tensor_value_info("fused_no_confidence", TensorProto.UINT8, None)])
+        confidence = [helper.make_node("If", [WANT_CONFIDENCE], [CONFIDENCE], then_branch=some, else_branch=none)]
+    post = labels + confidence
     graph.initializer.extend([numpy_helper.from_array(mean255, "fused_mean"),
                               numpy_helper.from_array(std255, "fused_std")])
     graph.initializer.extend([helper.make_tensor(name, TensorProto.FLOAT, [], [value]) for name, value in
@@ -75,6 +94,8 @@ def fused_graph(model: str | Path | bytes, mean, std) -> bytes:
     others = [inp for inp in graph.input if inp.name != image]
     del graph.input[:]
     graph.input.append(helper.make_tensor_value_info(FRAMES, TensorProto.UINT8, ["batch", "height", "width", 3]))
+    if optional_confidence:
+        graph.input.append(helper.make_tensor_value_info(WANT_CONFIDENCE, TensorProto.BOOL, []))
     graph.input.extend(others)
     del graph.output[:]
     graph.output.extend([helper.make_tensor_value_info(LABELS, TensorProto.UINT8, ["batch", "height", "width"]),

@@ -14,6 +14,13 @@ On ONNX Runtime the normalisation, ArgMax and top-class confidence run inside
 the graph (onnx_graph.py); on PyTorch on the device. Several frames of one
 network size run as one batch (`segment_batch`), the several-camera node's path.
 
+Several threads may segment at once (`workers`, the node's parallel workers): on
+the CPU with ONNX Runtime a call that runs alone gets the session with every
+thread, and calls that overlap get sessions of their own with a share of the
+threads each. On a small CPU two overlapping one-thread runs do a third more
+frames per second than one two-thread run (docs/performance.md), and a lone
+frame still gets every core.
+
 Flip test-time augmentation (`flip_tta`) runs the frame and its mirror image
 as one batch of two and averages their class probabilities: about one point
 of CamVid val mIoU for twice the inference time.
@@ -22,7 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +43,7 @@ from ..learning.models import class_probabilities
 from . import providers as eps
 from .checkpoint import CheckpointError, ModelInfo, info_from_dict, load_checkpoint
 from .input_size import network_size, parse_input_size
-from .onnx_graph import FRAMES, fused_graph
+from .onnx_graph import FRAMES, WANT_CONFIDENCE, fused_graph
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 DEVICES = ("auto", "cpu", "cuda")
@@ -65,7 +75,7 @@ class Segmentation:
     """
 
     labels: np.ndarray
-    confidence: np.ndarray
+    confidence: np.ndarray | None  # None where it was not asked for and not computed
     inference_ms: float
 
 
@@ -126,7 +136,7 @@ class Segmenter:
 
     def __init__(self, model_path: str | Path | None, *, device: str = "auto", backend: str = "auto",
                  precision: str = "auto", threads: int | None = None, input_size="auto",
-                 flip_tta: bool = False, max_batch: int = 1,
+                 flip_tta: bool = False, max_batch: int = 1, workers: int = 1,
                  trt_cache_dir: str | Path | None = None, trt_rebuild: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend '{backend}' unknown; choose one of {list(BACKENDS)}")
@@ -139,11 +149,16 @@ class Segmenter:
         self.threads = threads
         self.flip_tta = bool(flip_tta)
         self.max_batch = max(1, int(max_batch))
+        self._workers_asked = max(0, int(workers))
+        self._local = threading.local()  # each calling thread's input buffers
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.overlapped = 0  # calls that ran alongside another one, on a session with a share of the threads
+        self._shares: list = []  # idle sessions with a share of the threads, for overlapping calls
         self.input_setting = parse_input_size(input_size)
         self.onnx_path: Path | None = None  # the ONNX graph that runs (None on PyTorch)
         self._trt: dict | None = None       # TensorRT engine settings (None elsewhere)
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
-        self._buffers: dict[tuple[int, int, int], np.ndarray] = {}
         want_gpu = device == "cuda" or backend == "tensorrt" or (device == "auto" and precision == "fp16")
         self.device = resolve_device("cuda" if want_gpu and device != "cpu" else device, self.notes)
         is_onnx = self.model_path.suffix.lower() == ".onnx"
@@ -154,6 +169,7 @@ class Segmenter:
         else:
             self._init_onnx(precision, trt_cache_dir, trt_rebuild)
         self.classes = self.info.classes
+        self.workers = self._choose_workers()
 
     # -- choosing -------------------------------------------------------------
     def _choose_backend(self, backend: str, is_onnx: bool) -> str:
@@ -178,6 +194,20 @@ class Segmenter:
                 return "tensorrt"
             return "onnxruntime" if is_onnx else "torch"
         return "onnxruntime" if has_onnx else "torch"
+
+    def _choose_workers(self) -> int:
+        """How many calls may usefully overlap: `workers`, or with 0 (auto) two where ONNX Runtime runs
+        on a CPU of two or more cores (each overlapping call gets a session with its share of the
+        threads), else one (a GPU, PyTorch: one call at a time uses the device best).
+        """
+        threads = self.threads or len(os.sched_getaffinity(0))
+        splits = self._fused is not None and self._trt is None and self._providers == [eps.CPU]
+        workers = self._workers_asked or (2 if splits and threads >= 2 else 1)
+        if splits and workers > 1:
+            opts = self._session_options(max(1, threads // workers))
+            self._shares = [self._ort.InferenceSession(self._fused_model, opts, providers=self._providers)
+                            for _ in range(workers)]
+        return workers
 
     def _sibling_onnx(self, suffix: str) -> Path | None:
         """An .onnx (or .int8.onnx) exported from exactly this checkpoint (matched by SHA-256), if present."""
@@ -262,16 +292,8 @@ class Segmenter:
                               "(VNNI, AMX): the fp32 model is likely faster here (precision: fp32)")
         if precision == "fp16" and self.backend == "onnxruntime" and self.device == "cpu":
             self.notes.append("precision 'fp16' needs a GPU: running fp32 on the CPU")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle worker threads sleep instead of spinning: a node shares its cores with the camera driver,
-        # DDS and the planners; spinning doubled the CPU time per 30 Hz frame (docs/performance.md).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._ort, self._opts = ort, opts
+        self._ort = ort
+        self._opts = self._session_options(self.threads)
         if self.backend == "tensorrt":
             self._trt = dict(root=trt_cache_dir, rebuild=bool(trt_rebuild), sha=file_sha256(path),
                              fp16=precision != "fp32")
@@ -284,7 +306,8 @@ class Segmenter:
         self._fused_model = None
         self._sessions: dict[tuple[int, int], object] = {}
         try:
-            self._fused_model = fused_graph(path, self.info.mean, self.info.std)
+            self._fused_model = fused_graph(path, self.info.mean, self.info.std,
+                                            optional_confidence=self._trt is None)
         except Exception:  # a graph that cannot take the extra nodes: the plain path serves
             self._fused_model = None
         self._mean = np.asarray(self.info.mean, np.float32).reshape(1, 3, 1, 1) * 255
@@ -296,6 +319,35 @@ class Segmenter:
             self.precision = "fp16" if self._trt["fp16"] and self.precision == "fp32" else self.precision
         kind = "tensorrt" if self._trt else ("cuda" if eps.CUDA in self._providers else "cpu")
         self.provider = f"onnxruntime-{kind}-{self.precision}"
+
+    def _session_options(self, threads: int | None):
+        opts = self._ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads sleep instead of spinning: a node shares its cores with the camera driver,
+        # DDS and the planners; spinning doubled the CPU time per 30 Hz frame (docs/performance.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return opts
+
+    @contextmanager
+    def _session_for(self, size: tuple[int, int]):
+        """The fused session a call runs on: the one with every thread when no other call is running,
+        else an idle one with a share of the threads (see `workers`).
+        """
+        with self._lock:
+            share = self._shares.pop() if self._in_flight and self._shares else None
+            self._in_flight += 1
+            self.overlapped += share is not None
+        try:
+            yield share if share is not None else self._fused_session(size)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                if share is not None:
+                    self._shares.append(share)
 
     def _fused_session(self, size: tuple[int, int]):
         if self._trt is None:
@@ -353,7 +405,12 @@ class Segmenter:
         """Run one batch of black frames (builds TensorRT engines, fills caches); returns milliseconds."""
         w, h = frame_size or self.input_size
         t0 = time.perf_counter()
-        self.segment_batch([np.zeros((h, w, 3), np.uint8)] * max(1, batch))
+        frames = [np.zeros((h, w, 3), np.uint8)] * max(1, batch)
+        self.segment_batch(frames)
+        if self._shares:  # their first run allocates too
+            x = self._batch_input(frames, self.network_size_for(w, h))
+            for share in self._shares:
+                share.run(None, self._fused_feeds(x, True))
         return (time.perf_counter() - t0) * 1000.0
 
     # -- inference ----------------------------------------------------------
@@ -377,8 +434,13 @@ class Segmenter:
         probs = e / e.sum(1, keepdims=True)
         return (probs[:n] + probs[n:][..., ::-1]) / 2 if flip else probs
 
-    def _top(self, x: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 class ids and uint8 top-class confidence (N x h x w) at network resolution."""
+    def _fused_feeds(self, x: np.ndarray, confidence: bool) -> dict:
+        return {FRAMES: x} if self._trt is not None else {FRAMES: x, WANT_CONFIDENCE: np.array(confidence)}
+
+    def _top(self, x: np.ndarray, flip: bool, confidence: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 class ids and uint8 top-class confidence (N x h x w) at network resolution; the
+        confidence may be None when not asked for (the fused graph on the CPU skips it).
+        """
         n = x.shape[0]
         if self.backend == "torch":
             with self._torch.inference_mode():
@@ -386,9 +448,9 @@ class Segmenter:
                 conf = (prob * 255.0 + 0.5).clamp_(0, 255).to(self._torch.uint8)
                 return ids.to(self._torch.uint8).cpu().numpy(), conf.cpu().numpy()
         if self._fused is not None and not flip:
-            session = self._fused_session((x.shape[2], x.shape[1]))
-            ids, conf = session.run(None, {FRAMES: x})
-            return ids, conf
+            with self._session_for((x.shape[2], x.shape[1])) as session:
+                ids, conf = session.run(None, self._fused_feeds(x, confidence))
+            return ids, conf if conf.size else None
         logits = self._onnx_logits(x, flip)
         if flip:
             probs = self._onnx_probs(logits, flip, n)
@@ -426,14 +488,15 @@ class Segmenter:
             raise InputError(f"frame {w}x{h} exceeds the {MAX_PIXELS // 1_000_000} Mpixel limit")
 
     def _batch_input(self, frames: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-        """The frames resized into one reused N x h x w x 3 uint8 buffer."""
+        """The frames resized into one N x h x w x 3 uint8 buffer, reused by the calling thread."""
         nw, nh = size
         key = (len(frames), nw, nh)
-        buf = self._buffers.get(key)
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        buf = buffers.get(key)
         if buf is None:
-            if len(self._buffers) > 16:  # sizes come and go only with cameras; keep the table small
-                self._buffers.clear()
-            buf = self._buffers[key] = np.empty((len(frames), nh, nw, 3), np.uint8)
+            if len(buffers) > 16:  # sizes come and go only with cameras; keep the table small
+                buffers.clear()
+            buf = buffers[key] = np.empty((len(frames), nh, nw, 3), np.uint8)
         for i, rgb in enumerate(frames):
             h, w = rgb.shape[:2]
             if (w, h) == (nw, nh):
@@ -456,7 +519,8 @@ class Segmenter:
                       flip_tta: bool | None = None, confidence: bool = True) -> list[Segmentation]:
         """Segment several frames; those with one network size run as one batch (InputError for a bad one).
 
-        confidence=False leaves the confidence at the network's size (nobody needs it resized).
+        confidence=False: nobody needs the confidence; it is None where it can be skipped, else left
+        at the network's size.
         """
         for rgb in frames:
             self.check_frame(rgb)
@@ -471,13 +535,14 @@ class Segmenter:
             for start in range(0, len(idx), step):
                 chunk = idx[start:start + step]
                 t0 = time.perf_counter()
-                ids, conf = self._top(self._batch_input([frames[i] for i in chunk], size), flip)
+                ids, conf = self._top(self._batch_input([frames[i] for i in chunk], size), flip, confidence)
                 for j, i in enumerate(chunk):
                     h, w = frames[i].shape[:2]
-                    lab, cf = ids[j], conf[j]
+                    lab, cf = ids[j], conf[j] if conf is not None else None
                     if output_size == "input" and (w, h) != size:
                         lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
-                        cf = cv2.resize(cf, (w, h), interpolation=cv2.INTER_LINEAR) if confidence else cf
+                        if confidence and cf is not None:
+                            cf = cv2.resize(cf, (w, h), interpolation=cv2.INTER_LINEAR)
                     out[i] = Segmentation(lab, cf, 0.0)
                 ms = (time.perf_counter() - t0) * 1000.0
                 for i in chunk:
@@ -492,6 +557,7 @@ class Segmenter:
                 f"from {self.model_path}" + (f" (as {self.onnx_path.name})"
                                              if self.onnx_path not in (None, self.model_path) else "")
                 + f" on {self.provider}"
+                + (f", {self.workers} frames at once" if self.workers > 1 else "")
                 + (" with flip TTA" if self.flip_tta else ""))
 
 

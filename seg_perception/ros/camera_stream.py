@@ -119,13 +119,14 @@ class CameraStream:
     def topic(self) -> str:
         return self.sub.topic_name if self.sub is not None else self.image_topic
 
-    def offer(self, msg) -> None:
-        """Keep only the newest frame (call with the node's condition held)."""
+    def offer(self, msg) -> bool:
+        """Keep only the newest frame (call with the node's condition held); True if it replaced one."""
+        dropped = self.pending is not None
         with self.stats.lock:
             self.stats.received += 1
-            if self.pending is not None:
-                self.stats.dropped += 1
+            self.stats.dropped += dropped
         self.pending = (msg, time.monotonic())
+        return dropped
 
     def take(self):
         item, self.pending = self.pending, None

@@ -25,9 +25,10 @@ namespace never collide, and a second node of the same name refuses to start):
 Image outputs carry the input's header unchanged; the geometric ones its stamp
 in base_frame (ros/geometry_outputs.py). Outputs without subscribers are not
 computed. The newest frame wins: the subscription callback only stores the
-latest message, and a worker thread segments it; frames replaced before the
-worker got to them count as dropped, frames that cannot be decoded or segmented
-count as skipped (and are logged).
+latest message, and a worker thread segments it (two at once by default on a
+CPU: `workers`; outputs still leave in the frames' order); frames replaced
+before a worker got to them count as dropped, frames that cannot be decoded or
+segmented count as skipped (and are logged).
 
 With the `cameras` parameter (image topics) one node serves several cameras:
 `<camera ns>/image_raw` and `<camera ns>/camera_info` in, the outputs above
@@ -72,6 +73,7 @@ from .camera_stream import CameraStream
 from .camera_topics import camera_info_topic, output_prefix, parse_cameras
 from .executable import run_node
 from .geometry_outputs import GEOMETRY_PARAMETERS, GeometrySettings, build_geometry_settings
+from .in_order import InOrder
 from .ros_image import ImageFormatError
 from .throttled_log import ThrottledWarnings
 
@@ -93,6 +95,10 @@ NO_FRAMES_FIX = ("frames larger than the DDS transport carries are lost whole wi
                  "(or publish image/compressed)")
 #: Seconds between two log lines about the same kind of bad input, and how many kinds are remembered.
 BAD_INPUT_LOG_PERIOD = 5.0
+#: A second worker starts a frame while another is segmenting only this long after a frame was dropped
+#: (a camera outpacing one worker): otherwise the frame waits a few milliseconds for the worker with
+#: every thread, which answers it sooner than a worker with a share of them.
+BEHIND_SECONDS = 2.0
 BAD_INPUT_KINDS = 64
 _VARIABLE_PARTS = re.compile(r"'[^']*'|\"[^\"]*\"|\d+")
 
@@ -155,6 +161,11 @@ PARAMETERS: dict[str, tuple[int, object, dict]] = {
         "Discard the cached TensorRT engines of this model and build them again at start"))),
     "threads": (_I, 0, dict(read_only=True, int_range=(0, 256), description=(
         "CPU inference threads; 0 = library default (all cores)"))),
+    "workers": (_I, 0, dict(read_only=True, int_range=(0, 16), description=(
+        "Frames (or batches of cameras) segmented at once by parallel workers, published in the order they "
+        "arrived; 0 = auto: 2 with ONNX Runtime on a CPU of two or more cores (a frame that runs alone gets "
+        "every thread, overlapping ones a share each: more frames per second once the camera outpaces one "
+        "worker), else 1"))),
     "input_transport": (_S, "raw", dict(read_only=True, choices=TRANSPORTS, description=(
         "raw: subscribe sensor_msgs/Image on 'image'; compressed: sensor_msgs/CompressedImage "
         "(JPEG/PNG) on 'image/compressed'"))),
@@ -309,7 +320,10 @@ class SegmentationMixin:
                 raise StartupError(f"parameter '{name}': {_first_line(exc)}", self.get_logger().name) from None
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._in_order = InOrder()
+        self._busy = 0  # workers segmenting
+        self._last_drop = -math.inf
         self._timers: list = []
         self._bad_input_log = ThrottledWarnings(lambda text: self.get_logger().warning(text),
                                                 period=BAD_INPUT_LOG_PERIOD, max_kinds=BAD_INPUT_KINDS,
@@ -396,6 +410,7 @@ class SegmentationMixin:
             self.segmenter = Segmenter(ro["model"], device=ro["device"], backend=ro["backend"],
                                        precision=ro["precision"], input_size=ro["input_size"],
                                        threads=ro["threads"] or None, max_batch=max(1, len(ro["cameras"])),
+                                       workers=ro["workers"],
                                        trt_cache_dir=ro["trt_cache_dir"] or None, trt_rebuild=ro["trt_rebuild"])
         except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError is a ValueError
             raise StartupError(f"cannot load model: {_first_line(exc)}") from None
@@ -445,8 +460,10 @@ class SegmentationMixin:
             self._timers.append(self.create_timer(float(ro["stats_period"]), self._log_stats))
         if ro["diagnostics_period"] > 0:
             self._timers.append(self.create_timer(float(ro["diagnostics_period"]), self._publish_diagnostics))
-        self._worker = threading.Thread(target=self._work, name="segmentation-worker", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._work, name=f"segmentation-worker-{i}", daemon=True)
+                         for i in range(self.segmenter.workers)]
+        for worker in self._workers:
+            worker.start()
         s = self.settings
         if len(ro["cameras"]) > 1 and s.geometry.pose is not None:
             self.get_logger().warning(
@@ -509,32 +526,55 @@ class SegmentationMixin:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=5.0)
-        self._worker = None
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout=5.0)
+        self._workers = []
 
     # -- input --------------------------------------------------------------------
     def _on_image(self, stream: CameraStream, msg) -> None:
         """Keep only each camera's newest frame; the worker takes them from here."""
         with self._cond:
-            stream.offer(msg)
-            self._cond.notify()
+            if stream.offer(msg):
+                self._last_drop = time.monotonic()
+            self._cond.notify_all()
+
+    def _may_take(self) -> bool:
+        """A frame is pending, and no worker is segmenting or the cameras outpace one (BEHIND_SECONDS)."""
+        return any(s.pending is not None for s in self.streams) and (
+            self._busy == 0 or time.monotonic() - self._last_drop < BEHIND_SECONDS)
 
     def _work(self) -> None:
+        """One parallel worker: take the pending frames, segment them, publish them in their turn."""
         while not self._stop.is_set():
             with self._cond:
-                while not any(s.pending is not None for s in self.streams) and not self._stop.is_set():
+                while not self._may_take() and not self._stop.is_set():
                     self._cond.wait(0.5)
                 if self._stop.is_set():
                     return
                 batch = [(stream, *stream.take()) for stream in self.streams if stream.pending is not None]
+                ticket = self._in_order.ticket()
+                self._busy += 1
+            segmented = []
             try:
-                self.process(batch)
+                segmented = self.segment(batch)
             except Exception as exc:  # never let one batch end the worker
-                if self._stop.is_set() or not self.context.ok():
-                    return
-                for stream, _, _ in batch:
-                    self._skip(stream, "processing", f"processing failed: {type(exc).__name__}: {_first_line(exc)}")
+                self._failed(batch, exc)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+            with self._in_order.turn(ticket):  # every ticket takes its turn, or the later ones would wait forever
+                try:
+                    self.publish(segmented)
+                except Exception as exc:
+                    self._failed(batch, exc)
+
+    def _failed(self, batch: list, exc: Exception) -> None:
+        if self._stop.is_set() or not self.context.ok():
+            return
+        for stream, _, _ in batch:
+            self._skip(stream, "processing", f"processing failed: {type(exc).__name__}: {_first_line(exc)}")
 
     def _skip(self, stream: CameraStream, kind: str, reason: str) -> None:
         """Count a skipped frame; log it at most once per BAD_INPUT_LOG_PERIOD per kind of problem.
@@ -548,8 +588,8 @@ class SegmentationMixin:
         self._bad_input_log(f"{kind}: {_VARIABLE_PARTS.sub('#', reason)[:120]}",
                             f"skipped frame from {stream.topic}: {reason}")
 
-    def process(self, batch: list) -> None:
-        """Segment the newest frame of each camera as one batch and publish each camera's outputs."""
+    def segment(self, batch: list) -> list:
+        """Decode and segment the newest frame of each camera as one batch (several workers at once)."""
         s = self.settings
         ready = []
         for stream, msg, t_received in batch:
@@ -564,12 +604,16 @@ class SegmentationMixin:
                 continue
             ready.append((stream, msg.header, rgb, t_received, stream.wanted(s)))
         if not ready:
-            return
+            return []
         segs = self.segmenter.segment_batch([rgb for _, _, rgb, _, _ in ready], output_size=s.output_resolution,
                                             flip_tta=s.flip_tta,
                                             confidence=any(CameraStream.needs_confidence(w) for *_, w in ready))
-        for (stream, header, rgb, t_received, wanted), seg in zip(ready, segs):
-            stream.publish(header, rgb, seg, s, wanted, t_received, batch=len(ready))
+        return [(*item, seg, s) for item, seg in zip(ready, segs)]
+
+    def publish(self, segmented: list) -> None:
+        """Each camera's outputs of one segmented batch (one worker at a time, in the frames' order)."""
+        for stream, header, rgb, t_received, wanted, seg, settings in segmented:
+            stream.publish(header, rgb, seg, settings, wanted, t_received, batch=len(segmented))
 
     # -- reporting ------------------------------------------------------------------
     def _log_stats(self) -> None:
@@ -594,7 +638,9 @@ class SegmentationMixin:
         elif self.segmenter.notes:
             problem = (DiagnosticStatus.WARN, "; ".join(self.segmenter.notes))
         name = f"{self.get_fully_qualified_name()}: semantic segmentation"
-        extra = (("model", str(self.segmenter.model_path)),)  # the provider is the hardware_id
+        extra = (("model", str(self.segmenter.model_path)),  # the provider is the hardware_id
+                 ("workers", str(self.segmenter.workers)),
+                 ("overlapping_runs_total", str(self.segmenter.overlapped)))
         statuses = [stream.diagnostic_status(name, self.segmenter.provider, extra, problem, NO_FRAMES_FIX)
                     for stream in self.streams]
         statuses += [stream.geometry.diagnostic_status(self.settings.geometry) for stream in self.streams]
