@@ -219,3 +219,40 @@ def test_export_int8_writes_a_calibrated_model(tmp_path):
     rgb = read_rgb(CAMVID_FRAMES[5])
     assert (seg.segment(rgb).labels == Segmenter(fp32, precision="fp32").segment(rgb).labels).mean() > 0.95
     assert cli.main(["export", str(fp32), "--int8"]) == 2  # no calibration frames: a clear error
+    import onnx
+    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    assert "HardSigmoid" not in ops and ops.count("Add") > 20  # requantized (MobileNetV3 has 28)
+
+
+def test_a_requantized_hard_sigmoid_is_the_hard_sigmoid():
+    """DQ -> HardSigmoid -> Q(1/255) -> DQ against its rewrite as a saturating requantization, for
+    every uint8 input value and a range of input scales: the same to one step of 1/255.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from seg_perception.inference.quantize import requantized_hard_sigmoids
+
+    for scale, zero_point in ((0.05, 128), (0.1, 60), (0.02, 200), (0.2, 0)):
+        nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
+                 helper.make_node("HardSigmoid", ["xf"], ["h"], alpha=1 / 6, beta=0.5),
+                 helper.make_node("QuantizeLinear", ["h", "hs", "hz"], ["hq"]),
+                 helper.make_node("DequantizeLinear", ["hq", "hs", "hz"], ["y"])]
+        inits = [numpy_helper.from_array(np.array(scale, np.float32), "xs"),
+                 numpy_helper.from_array(np.array(zero_point, np.uint8), "xz"),
+                 numpy_helper.from_array(np.array(1 / 255, np.float32), "hs"),
+                 numpy_helper.from_array(np.array(0, np.uint8), "hz")]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [256])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        rewritten = onnx.ModelProto()
+        rewritten.CopyFrom(model)
+        assert requantized_hard_sigmoids(rewritten) == 1
+        assert "HardSigmoid" not in [n.op_type for n in rewritten.graph.node]
+        x = np.arange(256, dtype=np.uint8)
+        run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for m in (model, rewritten)]
+        exact = np.clip((x.astype(np.float64) - zero_point) * scale / 6 + 0.5, 0, 1)
+        assert np.abs(run[1] - exact).max() <= 0.5 / 255 + 1e-6
+        assert np.abs(run[1] - run[0]).max() <= 1 / 255 + 1e-6
