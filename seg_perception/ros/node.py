@@ -95,11 +95,11 @@ NO_FRAMES_FIX = ("frames larger than the DDS transport carries are lost whole wi
                  "(or publish image/compressed)")
 #: Seconds between two log lines about the same kind of bad input, and how many kinds are remembered.
 BAD_INPUT_LOG_PERIOD = 5.0
+BAD_INPUT_KINDS = 64
 #: A second worker starts a frame while another is segmenting only this long after a frame was dropped
 #: (a camera outpacing one worker): otherwise the frame waits a few milliseconds for the worker with
 #: every thread, which answers it sooner than a worker with a share of them.
 BEHIND_SECONDS = 2.0
-BAD_INPUT_KINDS = 64
 _VARIABLE_PARTS = re.compile(r"'[^']*'|\"[^\"]*\"|\d+")
 
 
