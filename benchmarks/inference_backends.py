@@ -6,7 +6,8 @@ agreement with the CPU ONNX Runtime reference, with and without flip TTA.
 
 Prints a Markdown table. Not a test: figures depend on the machine. CUDA rows
 appear only where PyTorch sees a GPU (ONNX Runtime on CUDA only where its CUDA
-provider is installed).
+provider is installed, TensorRT fp16 where its provider is). The agreement
+column is the fp16 check of docs/performance.md: at least 99.9 % of the pixels.
 
     .venv/bin/python benchmarks/inference_backends.py --threads 2
 """
@@ -37,6 +38,8 @@ def paths() -> list[dict]:
         rows += [dict(device="cuda", backend="torch"), dict(device="cuda", backend="torch", precision="fp32")]
         if "CUDAExecutionProvider" in ort.get_available_providers():
             rows.append(dict(device="cuda", backend="onnxruntime"))
+        if "TensorrtExecutionProvider" in ort.get_available_providers():
+            rows.append(dict(device="cuda", backend="tensorrt"))  # fp16: the node's default on a GPU
     return rows
 
 
