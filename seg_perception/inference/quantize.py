@@ -12,7 +12,8 @@ are a fifth of the quantized network's time when ONNX Runtime dequantizes, compu
 again around every one of them. Quantized, the hard sigmoid is exactly a requantization: x + 3
 stored with scale 6/255 and zero point 0 saturates to [0, 6], and read back with scale 1/255 it is
 (x + 3) / 6 clipped to [0, 1]. `requantized_hard_sigmoids` rewrites each one so; ONNX Runtime then
-runs it as one uint8 QLinearAdd (about 11 % of the frame's time saved on an AVX-512 VNNI CPU).
+runs it as one uint8 QLinearAdd (about 11 % of the frame's time saved on an AVX-512 VNNI CPU:
+benchmarks/cpu_hot_path.py).
 """
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ UINT8_MAX = 255
 
 
 def quantize_int8(onnx_model: str | Path, frames: Iterable[np.ndarray], output: str | Path | None = None, *,
-                  source: str = "") -> dict:
+                  source: str = "", requantize_hard_sigmoids: bool = True) -> dict:
     """Write the int8 model of an exported fp32 `onnx_model`, calibrated on `frames` (HxWx3 uint8 RGB).
 
     Each frame is resized to the model's input size and normalised exactly as inference does.
+    requantize_hard_sigmoids=False leaves them as ONNX Runtime's tooling makes them (for comparison).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -80,7 +82,7 @@ def quantize_int8(onnx_model: str | Path, frames: Iterable[np.ndarray], output: 
             raise ValueError("no calibration frames")
         import onnx
         proto = onnx.load(str(quantized))
-        rewritten = requantized_hard_sigmoids(proto)
+        rewritten = requantized_hard_sigmoids(proto) if requantize_hard_sigmoids else 0
         meta["quantization"] = {"precision": "int8", "format": "QDQ", "weights": "int8 per channel",
                                 "activations": f"uint8, {PERCENTILE} percentile calibration",
                                 "hard_sigmoids_requantized": rewritten,

@@ -17,9 +17,9 @@ network size run as one batch (`segment_batch`), the several-camera node's path.
 Several threads may segment at once (`workers`, the node's parallel workers): on
 the CPU with ONNX Runtime a call that runs alone gets the session with every
 thread, and calls that overlap get sessions of their own with a share of the
-threads each. On a small CPU two overlapping one-thread runs do a third more
-frames per second than one two-thread run (docs/performance.md), and a lone
-frame still gets every core.
+threads each. On a small CPU two overlapping one-thread runs do more frames
+per second than one two-thread run (docs/performance.md), and a lone frame
+still gets every core.
 
 Flip test-time augmentation (`flip_tta`) runs the frame and its mirror image
 as one batch of two and averages their class probabilities: about one point
