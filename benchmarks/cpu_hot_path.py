@@ -16,33 +16,22 @@ Prints a Markdown table. Not a test: figures depend on the machine; compare with
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from seg_perception.benchmark.measure import sample_frames, summary, time_each  # noqa: E402
 from seg_perception.inference.quantize import quantize_int8  # noqa: E402
 from seg_perception.inference.segmenter import Segmenter, shipped_model_path  # noqa: E402
-from seg_perception.learning.datasets import read_rgb  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def per_frame_ms(seg: Segmenter, rgb: np.ndarray, *, confidence: bool, runs: int) -> float:
-    for _ in range(3):
-        seg.segment_batch([rgb], confidence=confidence)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        seg.segment_batch([rgb], confidence=confidence)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return summary(time_each(lambda f: seg.segment_batch([f], confidence=confidence), [rgb], runs))["p50"]
 
 
 def frames_per_second(seg: Segmenter, rgb: np.ndarray, *, callers: int, seconds: float) -> float:
@@ -71,8 +60,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=40, help="timed frames per row (median)")
     p.add_argument("--seconds", type=float, default=8.0, help="seconds per frames-per-second row")
     args = p.parse_args()
-    frames = [read_rgb(f) for f in sorted((REPO / "sample_data" / "camvid_val" / "images").glob("*.png"))]
-    rgb = cv2.resize(frames[0], (1280, 720), interpolation=cv2.INTER_LINEAR)
+    frames = sample_frames((480, 360))  # the bundled CamVid frames, at their own size
+    rgb = sample_frames((1280, 720), limit=1)[0]
     fp32 = shipped_model_path("driving").with_suffix(".onnx")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -152,6 +152,11 @@ def _ros_domain(domain: int | None):
         yield
 
 
+def this_worker() -> dict:
+    """Which process ran a bag (a row's `worker`)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
 def evaluate_bag(path: str, job: EvalJob, *, log_dir: str | Path | None = None, ros_domain: int | None = None,
                  progress: bool = False) -> dict:
     """Score one bag; a bad bag raises (BagError and kin). Returns the report dict, sample frames, the
@@ -160,7 +165,7 @@ def evaluate_bag(path: str, job: EvalJob, *, log_dir: str | Path | None = None, 
     from ..bags import Bag
     from .bag_evaluation import evaluate_live, evaluate_offline
     t0 = time.perf_counter()
-    worker = {"host": socket.gethostname(), "pid": os.getpid()}
+    worker = this_worker()
     image_topic = job.image_topic
     if not image_topic:
         with Bag(path) as bag:
@@ -226,6 +231,11 @@ class BagRun:
                    wall_s=outcome["wall_s"], node_log=outcome.get("node_log"))
 
 
+def in_order_of(paths: list[str], runs: dict[int, BagRun]) -> list[BagRun]:
+    """A run per path in the given order; the bags an interruption left undone say so."""
+    return [runs.get(i) or BagRun(i, p, reason="not run: interrupted") for i, p in enumerate(paths)]
+
+
 class FleetProgress:
     """Bags done / total and frames/s over the whole run on one bar; each failure on its own line."""
 
@@ -269,15 +279,12 @@ def run_local(paths: list[str], job: EvalJob, *, progress: bool = True,
                 interrupted = True
                 break
             except Exception as exc:  # noqa: BLE001  one bag's failure, whatever it is, must not stop the fleet
-                run = BagRun(i, path, reason=failure_reason(exc), error=exc, worker={"host": socket.gethostname(),
-                                                                                     "pid": os.getpid()})
+                run = BagRun(i, path, reason=failure_reason(exc), error=exc, worker=this_worker())
             runs.append(run)
             bar.done(run)
     finally:
         bar.close()
-    done = {r.index for r in runs}
-    runs += [BagRun(i, p, reason="not run: interrupted") for i, p in enumerate(paths) if i not in done]
-    return runs, interrupted
+    return in_order_of(paths, {r.index: r for r in runs}), interrupted
 
 
 # -- the report -----------------------------------------------------------------

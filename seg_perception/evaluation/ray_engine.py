@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import time
 
 from ..bags import BagError
-from .fleet import BagRun, EvalJob, FleetProgress
+from .fleet import BagRun, EvalJob, FleetProgress, in_order_of, this_worker
 
 CONNECT_TIMEOUT_S = 10.0
 #: beyond the per-bag limit, for a task stuck where the per-frame check cannot see it; then its worker is killed
@@ -86,7 +85,7 @@ def ray_session(address: str | None = None):
 def _bag_task(path: str, job: EvalJob, ros_domain: int | None):
     """One bag in a Ray worker: reports its start, then its outcome (a bad bag is an outcome, not a crash)."""
     from .fleet import evaluate_bag, failure_reason
-    worker = {"host": socket.gethostname(), "pid": os.getpid()}
+    worker = this_worker()
     yield {"started": True, "worker": worker}
     try:
         outcome = evaluate_bag(path, job, ros_domain=ros_domain)
@@ -179,5 +178,4 @@ def run_ray(paths: list[str], job: EvalJob, *, cpus_per_task: float = 1.0, gpus_
             with contextlib.suppress(Exception):
                 ray.cancel(gen, force=True)
         bar.close()
-    out = [runs.get(i) or BagRun(i, p, reason="not run: interrupted") for i, p in enumerate(paths)]
-    return out, interrupted
+    return in_order_of(paths, runs), interrupted

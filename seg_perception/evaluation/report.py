@@ -129,11 +129,15 @@ def _fmt(v, unit: str = "", scale: float = 1.0, digits: int = 1) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v * scale:.{digits}f}{unit}"
 
 
+def several_bags(report: dict) -> bool:
+    """A report pooled over several bags (one bag's report has a single row)."""
+    return len(report.get("bags") or ()) > 1
+
+
 def _header(report: dict) -> list[str]:
     bag = report.get("bag") or {}
     model = report.get("model") or {}
-    many = len(report.get("bags") or ()) > 1
-    if many:
+    if several_bags(report):
         engine = report.get("engine") or {}
         where = (f"Ray ({engine.get('address')}, {engine.get('nodes')} node(s), {engine.get('cpus', 0):g} CPUs, "
                  f"{engine.get('gpus', 0):g} GPUs; {engine.get('cpus_per_task', 1):g} CPUs and "
@@ -206,7 +210,7 @@ def markdown(report: dict, files: dict) -> str:
             lines += ["", "Examples:", ""] + [f"- {e}" for e in skipped["examples"]]
     else:
         lines.append("None.")
-    if len(report.get("bags") or ()) > 1:
+    if several_bags(report):
         lines += ["", "## Bags, worst first", ""] + bags_table(report["bags"])
         if report.get("fps_kind"):
             lines += ["", f"Throughput above: {report['fps_kind']}; per bag: that bag's own frames/s."]
@@ -231,7 +235,8 @@ def write_report(result: dict, out_dir: str | Path, classes: ClassTable, samples
              "latency_hist": out / "latency_histogram.png", "latency_time": out / "latency_over_time.png",
              "samples": out / "samples.png", "per_bag": None, "failed": None}
     rows = report.get("bags") or []
-    if len(rows) > 1:
+    many = several_bags(report)
+    if many:
         files["per_bag"] = out / "per_bag_miou.png"
         plot_per_bag_miou(rows, files["per_bag"], miou=report["miou"])
     failed = [r["bag"] for r in rows if r["status"] != "ok"]
@@ -241,7 +246,7 @@ def write_report(result: dict, out_dir: str | Path, classes: ClassTable, samples
     plot_confusion(report["confusion_matrix"], classes.names, files["confusion"])
     plot_per_class_iou(report["per_class_iou"], files["per_class"], miou=report["miou"], palette=classes.palette)
     plot_latency(series, files["latency_hist"], files["latency_time"], kind=report.get("latency_kind", ""),
-                 x_label=("frame (bags one after another, worst first)" if len(rows) > 1 else
+                 x_label=("frame (bags one after another, worst first)" if many else
                           "time since first frame sent (s)" if report.get("mode") == "live" else "frame"))
     if not sample_grid(samples or [], classes, files["samples"]):
         files["samples"] = None
@@ -258,8 +263,7 @@ def print_summary(report: dict, out_dir, file=None) -> None:
           f"{report['frames_total']} frames ({report['frames_dropped']} dropped, {report['frames_skipped']} "
           f"skipped); {_fmt(report.get('fps'), ' frames/s')}, latency p50 {_fmt(lat.get('p50'))} ms p95 "
           f"{_fmt(lat.get('p95'))} ms; report in {out_dir}", file=file)
-    rows = report.get("bags") or []
-    if len(rows) > 1:
-        worst = next((r for r in rows if r["status"] == "ok"), None)
+    if several_bags(report):
+        worst = next((r for r in report["bags"] if r["status"] == "ok"), None)
         print(f"{report['bags_total']} bags, {report['bags_failed']} failed" + (
               f"; worst: {worst['bag']} (mIoU {_fmt(worst.get('miou'), ' %', 100)})" if worst else ""), file=file)

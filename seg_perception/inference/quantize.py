@@ -120,20 +120,25 @@ def requantized_hard_sigmoids(proto) -> int:
     producer = {out: node for node in graph.node for out in node.output}
     three, zero = "hard_sigmoid_three", "hard_sigmoid_zero_point"
     relu6_scale, unit_scale = "hard_sigmoid_relu6_scale", "hard_sigmoid_unit_scale"
-    nodes, count = [], 0
-    for node in graph.node:
+    def quantized_hard_sigmoid(node) -> bool:
+        """PyTorch's hard sigmoid between a DequantizeLinear and one QuantizeLinear read only by DQs."""
+        if node.op_type != "HardSigmoid":
+            return False
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        after = consumers.get(node.output[0], []) if node.op_type == "HardSigmoid" else []
-        before = producer.get(node.input[0]) if node.op_type == "HardSigmoid" else None
-        if not (before is not None and before.op_type == "DequantizeLinear"
+        before, after = producer.get(node.input[0]), consumers.get(node.output[0], [])
+        return (before is not None and before.op_type == "DequantizeLinear"
                 and abs(attrs.get("alpha", 0.2) - 1 / 6) < 1e-6 and abs(attrs.get("beta", 0.5) - 0.5) < 1e-6
                 and len(after) == 1 and after[0].op_type == "QuantizeLinear"
-                and all(n.op_type == "DequantizeLinear" for n in consumers.get(after[0].output[0], []))):
+                and all(n.op_type == "DequantizeLinear" for n in consumers.get(after[0].output[0], [])))
+
+    nodes, count = [], 0
+    for node in graph.node:
+        if not quantized_hard_sigmoid(node):
             nodes.append(node)
             continue
         nodes.append(helper.make_node("Add", [node.input[0], three], list(node.output),
                                       name=(node.name or node.output[0]) + "_requantized"))
-        quantize = after[0]
+        quantize = consumers[node.output[0]][0]
         quantize.input[1], quantize.input[2] = relu6_scale, zero
         for dequantize in consumers[quantize.output[0]]:
             dequantize.input[1], dequantize.input[2] = unit_scale, zero

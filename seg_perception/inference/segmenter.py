@@ -149,7 +149,6 @@ class Segmenter:
         self.threads = threads
         self.flip_tta = bool(flip_tta)
         self.max_batch = max(1, int(max_batch))
-        self._workers_asked = max(0, int(workers))
         self._local = threading.local()  # each calling thread's input buffers
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -169,7 +168,7 @@ class Segmenter:
         else:
             self._init_onnx(precision, trt_cache_dir, trt_rebuild)
         self.classes = self.info.classes
-        self.workers = self._choose_workers()
+        self.workers = self._choose_workers(max(0, int(workers)))
 
     # -- choosing -------------------------------------------------------------
     def _choose_backend(self, backend: str, is_onnx: bool) -> str:
@@ -195,14 +194,14 @@ class Segmenter:
             return "onnxruntime" if is_onnx else "torch"
         return "onnxruntime" if has_onnx else "torch"
 
-    def _choose_workers(self) -> int:
-        """How many calls may usefully overlap: `workers`, or with 0 (auto) two where ONNX Runtime runs
+    def _choose_workers(self, asked: int) -> int:
+        """How many calls may usefully overlap: `asked`, or with 0 (auto) two where ONNX Runtime runs
         on a CPU of two or more cores (each overlapping call gets a session with its share of the
         threads), else one (a GPU, PyTorch: one call at a time uses the device best).
         """
         threads = self.threads or len(os.sched_getaffinity(0))
         splits = self._fused is not None and self._trt is None and self._providers == [eps.CPU]
-        workers = self._workers_asked or (2 if splits and threads >= 2 else 1)
+        workers = asked or (2 if splits and threads >= 2 else 1)
         if splits and workers > 1:
             opts = self._session_options(max(1, threads // workers))
             self._shares = [self._ort.InferenceSession(self._fused_model, opts, providers=self._providers)

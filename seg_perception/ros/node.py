@@ -45,6 +45,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -285,6 +286,16 @@ def build_settings(values: dict, classes: ClassTable) -> Settings:
                     publish_confidence=bool(values["publish_confidence"]),
                     publish_overlay=bool(values["publish_overlay"]), flip_tta=bool(values["flip_tta"]),
                     geometry=build_geometry_settings(values))
+
+
+class _Frame(NamedTuple):
+    """A camera's frame on its way through a worker, with the outputs wanted of it."""
+
+    stream: CameraStream
+    header: object
+    rgb: np.ndarray
+    t_received: float
+    wanted: tuple
 
 
 class SegmentationMixin:
@@ -555,9 +566,9 @@ class SegmentationMixin:
                 batch = [(stream, *stream.take()) for stream in self.streams if stream.pending is not None]
                 ticket = self._in_order.ticket()
                 self._busy += 1
-            segmented = []
+            settings, segmented = self.settings, []  # one batch, one set of parameters
             try:
-                segmented = self.segment(batch)
+                segmented = self.segment(batch, settings)
             except Exception as exc:  # never let one batch end the worker
                 self._failed(batch, exc)
             finally:
@@ -566,7 +577,7 @@ class SegmentationMixin:
                     self._cond.notify_all()
             with self._in_order.turn(ticket):  # every ticket takes its turn, or the later ones would wait forever
                 try:
-                    self.publish(segmented)
+                    self.publish(segmented, settings)
                 except Exception as exc:
                     self._failed(batch, exc)
 
@@ -588,9 +599,10 @@ class SegmentationMixin:
         self._bad_input_log(f"{kind}: {_VARIABLE_PARTS.sub('#', reason)[:120]}",
                             f"skipped frame from {stream.topic}: {reason}")
 
-    def segment(self, batch: list) -> list:
-        """Decode and segment the newest frame of each camera as one batch (several workers at once)."""
-        s = self.settings
+    def segment(self, batch: list, s: Settings) -> list:
+        """Decode and segment the newest frame of each camera as one batch (several workers at once);
+        returns (frame, segmentation) pairs.
+        """
         ready = []
         for stream, msg, t_received in batch:
             try:
@@ -602,18 +614,18 @@ class SegmentationMixin:
             except self._InputError as exc:
                 self._skip(stream, "input", str(exc))
                 continue
-            ready.append((stream, msg.header, rgb, t_received, stream.wanted(s)))
+            ready.append(_Frame(stream, msg.header, rgb, t_received, stream.wanted(s)))
         if not ready:
             return []
-        segs = self.segmenter.segment_batch([rgb for _, _, rgb, _, _ in ready], output_size=s.output_resolution,
+        segs = self.segmenter.segment_batch([f.rgb for f in ready], output_size=s.output_resolution,
                                             flip_tta=s.flip_tta,
-                                            confidence=any(CameraStream.needs_confidence(w) for *_, w in ready))
-        return [(*item, seg, s) for item, seg in zip(ready, segs)]
+                                            confidence=any(CameraStream.needs_confidence(f.wanted) for f in ready))
+        return list(zip(ready, segs))
 
-    def publish(self, segmented: list) -> None:
+    def publish(self, segmented: list, s: Settings) -> None:
         """Each camera's outputs of one segmented batch (one worker at a time, in the frames' order)."""
-        for stream, header, rgb, t_received, wanted, seg, settings in segmented:
-            stream.publish(header, rgb, seg, settings, wanted, t_received, batch=len(segmented))
+        for f, seg in segmented:
+            f.stream.publish(f.header, f.rgb, seg, s, f.wanted, f.t_received, batch=len(segmented))
 
     # -- reporting ------------------------------------------------------------------
     def _log_stats(self) -> None:
