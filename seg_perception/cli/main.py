@@ -1,6 +1,6 @@
 # Copyright 2026 The seg_perception authors
 # SPDX-License-Identifier: Apache-2.0
-"""`seg-perception`: train, evaluate, predict, export, make-bag, replay, evaluate-bag, harvest, demo, bench.
+"""`seg-perception`: train, evaluate, predict, export, make-bag, replay, evaluate-bag, harvest, demo, bench, adapt.
 
 Each subcommand is a thin argument parser over the ROS-free core; expected
 failures (bad files, bad config) print one clear line and exit with status 2.
@@ -49,8 +49,8 @@ def add_train(sub) -> None:
         flag = "--" + name.replace("_", "-")
         default_type = type(f.default) if f.default is not None else str
         shown = f"default: {f.default}" + ("; see docs/learning.md" if name not in choices else "")
-        if name == "datasets":
-            continue  # a list of mappings: YAML only
+        if name in ("datasets", "unlabelled", "pseudo_thresholds", "copy_paste_classes"):
+            continue  # lists and mappings: YAML only
         if name in ("crop", "resize"):
             p.add_argument(flag, type=_pair(int), help=f"width x height, e.g. 480x360 ({shown})")
         elif name in ("scale",):
@@ -62,7 +62,7 @@ def add_train(sub) -> None:
             p.add_argument(flag, type=int, help=shown)
         elif isinstance(f.default, bool):
             p.add_argument(flag, type=_yes_no, metavar="{yes,no}", help=shown)
-        elif name in ("dropout", "time_budget_min", "bn_momentum", "ema_decay", "blur", "noise"):
+        elif name in ("dropout", "time_budget_min", "bn_momentum", "ema_decay", "blur", "noise", "pseudo_class_share"):
             p.add_argument(flag, type=float, help=shown)
         else:
             p.add_argument(flag, type=default_type, choices=choices.get(name), help=shown)
@@ -89,7 +89,7 @@ def run_train(args) -> int:
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.data_root:
-        overrides["datasets"] = cfg.datasets_with_roots(args.data_root)
+        overrides.update(cfg.with_roots(args.data_root))
     cfg = TrainConfig.from_dict({**cfg.__dict__, **overrides}, source="flags")
     try:  # under torchrun: this process's rank; a batch that does not divide fails here, before any waiting
         ranks = ddp.Ranks.from_env()
@@ -371,6 +371,7 @@ COMMANDS = {
 from .bags import BAG_COMMANDS; COMMANDS.update(BAG_COMMANDS)  # noqa: E402,E702,I001  make-bag, replay, evaluate-bag, harvest
 from .demo import DEMO_COMMANDS; COMMANDS.update(DEMO_COMMANDS)  # noqa: E402,E702,I001  demo
 from .bench import BENCH_COMMANDS; COMMANDS.update(BENCH_COMMANDS)  # noqa: E402,E702,I001  bench
+from .adapt import ADAPT_COMMANDS; COMMANDS.update(ADAPT_COMMANDS)  # noqa: E402,E702,I001  adapt
 
 
 def build_parser() -> argparse.ArgumentParser:

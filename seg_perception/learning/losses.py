@@ -1,14 +1,23 @@
 # Copyright 2026 The seg_perception authors
 # SPDX-License-Identifier: Apache-2.0
-"""Segmentation losses: cross-entropy, Dice and their sum, and knowledge distillation, all honouring the ignore id."""
+"""Segmentation losses: cross-entropy (plain or OHEM), Dice and their sums, and knowledge distillation, all
+honouring the ignore id.
+"""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-LOSSES = ("ce", "dice", "ce+dice")
+LOSSES = ("ce", "dice", "ce+dice", "ohem", "ohem+dice")
+
+#: OHEM keeps the pixels whose true class gets less than this probability ...
+OHEM_THRESHOLD = 0.7
+#: ... and never fewer than this share of a batch's labelled pixels (the hardest ones)
+OHEM_MIN_SHARE = 1 / 16
 
 
 class DiceLoss(nn.Module):
@@ -31,8 +40,29 @@ class DiceLoss(nn.Module):
         return 1 - (dice[present].mean() if present.any() else dice.mean())
 
 
+def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, weight=None, ignore_index: int = 255,
+                       threshold: float = OHEM_THRESHOLD, min_share: float = OHEM_MIN_SHARE) -> torch.Tensor:
+    """Cross-entropy over the hard pixels only (online hard example mining, as in BiSeNet and PSPNet's code).
+
+    Sky and road are most of every frame and soon easy; averaged with them, the loss of a person's few
+    pixels is a rounding error. Here a pixel counts only while its true class gets less than
+    `threshold` probability, and at least the hardest `min_share` of the labelled pixels always count.
+    """
+    per_pixel = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index,
+                                reduction="none").flatten()
+    valid = target.flatten() != ignore_index
+    losses = per_pixel[valid]
+    if losses.numel() == 0:
+        return logits.sum() * 0.0
+    hard = losses[losses > -math.log(threshold)]
+    n_min = max(1, int(min_share * losses.numel()))
+    if hard.numel() < n_min:
+        hard = losses.topk(n_min).values
+    return hard.mean()
+
+
 class SegmentationLoss(nn.Module):
-    """'ce', 'dice' or 'ce+dice' (sum, Dice weighted by dice_weight)."""
+    """'ce', 'dice', 'ce+dice', 'ohem' or 'ohem+dice' (sums: Dice weighted by dice_weight)."""
 
     def __init__(self, kind: str = "ce", *, ignore_index: int = 255, class_weights=None,
                  dice_weight: float = 1.0):
@@ -44,12 +74,15 @@ class SegmentationLoss(nn.Module):
         self.ce = nn.CrossEntropyLoss(weight=w, ignore_index=ignore_index)
         self.dice = DiceLoss(ignore_index=ignore_index)
         self.dice_weight = dice_weight
+        self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.long()
         loss = logits.new_zeros(())
-        if "ce" in self.kind:
+        if self.kind.startswith("ce"):
             loss = loss + self.ce(logits.float(), target)
+        elif self.kind.startswith("ohem"):
+            loss = loss + ohem_cross_entropy(logits, target, weight=self.ce.weight, ignore_index=self.ignore_index)
         if "dice" in self.kind:
             loss = loss + self.dice_weight * self.dice(logits, target)
         return loss

@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 from tqdm import tqdm
 
-from ..classes import ClassTable
+from ..classes import ClassTable, ClassTableError
 from ..evaluation.metrics import confusion_matrix, scores
 from ..inference.checkpoint import (
     CheckpointError,
@@ -43,6 +43,7 @@ from ..inference.checkpoint import (
 )
 from ..inference.segmenter import resolve_model
 from . import distributed as ddp
+from .copy_paste import CopyPaste, object_bank
 from .datasets import DatasetError
 from .losses import (
     LOSSES,
@@ -57,6 +58,7 @@ from .models import (
     canonical_name,
     class_probabilities,
 )
+from .pseudo_labels import ThresholdPolicy, pseudo_label
 from .sampling import EpochSampler, derived_seed
 from .training_data import DatasetSpec, load_training_frames, open_specs
 from .transforms import (
@@ -67,6 +69,7 @@ from .transforms import (
     to_tensors,
     train_transform,
 )
+from .unlabelled import UnlabelledSpec, read_spec
 
 #: The accepted values of the TrainConfig keys that take a name; validate() and the CLI both use them.
 CHOICES = {"loss": LOSSES, "class_weights": ("none", "enet", "median"), "optimizer": ("adamw", "sgd"),
@@ -100,6 +103,14 @@ class TrainConfig:
     resize: tuple[int, int] | None = None  # resize every frame to (width, height) when loading
     max_images: int | None = None      # use only the first N training pairs (smoke runs)
     datasets: list | None = None       # several datasets: [{name, layout, root, mapping, weight, val_drives, ...}]
+    # frames without labels, trained on with a teacher's pseudo-labels: [{name, path, topic, weight, resize, ...}]
+    unlabelled: list | None = None
+    pseudo_label_from: str | None = None  # the teacher (default: init_from)
+    pseudo_threshold: float = 0.9      # a pixel this confident is always a pseudo-label
+    pseudo_class_share: float | None = 0.5  # per class, the most confident share of its pixels is kept
+    pseudo_floor: float = 0.5          # no pixel under this confidence is kept
+    pseudo_thresholds: dict | None = None  # class name -> fixed threshold
+    pseudo_flip: bool = True           # the teacher averages each frame and its mirror image
     # model
     arch: str = "lraspp_mobilenet_v3_large"
     backbone: str | None = None
@@ -138,6 +149,8 @@ class TrainConfig:
     jitter: float = 0.2
     blur: float = 0.0                  # probability of a Gaussian blur (sigma 0.3-1.5 px)
     noise: float = 0.0                 # largest std of added Gaussian noise, as a fraction of 255
+    copy_paste: float = 0.0            # probability of pasting objects cut from other labelled frames into a frame
+    copy_paste_classes: list | None = None  # the classes cut and pasted (default: the class table's obstacles)
     augment_on: str = "loader"         # loader: torchvision per frame (in workers); device: whole batches on the GPU
     # early stopping and bookkeeping
     bn_momentum: float | None = 0.1    # torchvision's MobileNetV3 uses 0.01, too slow for training from scratch
@@ -198,6 +211,13 @@ class TrainConfig:
             (0 <= self.blur <= 1 and 0 <= self.noise <= 1, "blur (a probability) and noise must be within 0..1"),
             (self.datasets is None or (isinstance(self.datasets, list) and self.datasets),
              "datasets must be a non-empty list of dataset mappings"),
+            (self.unlabelled is None or (isinstance(self.unlabelled, list) and self.unlabelled),
+             "unlabelled must be a non-empty list of sources ({name, path, topic, weight, ...})"),
+            (not self.unlabelled or self.pseudo_label_from or self.init_from,
+             "unlabelled sources need a teacher for their pseudo-labels: pseudo_label_from or init_from"),
+            (0 <= self.copy_paste <= 1, "copy_paste (a probability) must be within 0..1"),
+            (not self.copy_paste or self.augment_on == "loader",
+             "copy_paste runs per frame: it needs augment_on loader"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -219,18 +239,40 @@ class TrainConfig:
             val_images=self.val_images if generic and not held_out else None, val_labels=self.val_labels,
             resize=tuple(self.resize) if self.resize else None, max_images=self.max_images)]
 
-    def datasets_with_roots(self, assignments: list[str]) -> list[dict]:
-        """The `datasets` list with roots set by NAME=PATH (`--data-root`), names as the specs give them."""
-        if not self.datasets:
-            raise ConfigError("--data-root NAME=PATH needs a config with a datasets list (else use --root)")
-        names = [spec.name for spec in self.dataset_specs()]
+    def unlabelled_specs(self) -> list[UnlabelledSpec]:
+        """The run's sources of frames without labels."""
+        try:
+            return [UnlabelledSpec.from_dict(d, i) for i, d in enumerate(self.unlabelled or [])]
+        except TypeError as exc:
+            raise ConfigError(f"unlabelled: {exc}") from None
+
+    def with_roots(self, assignments: list[str]) -> dict:
+        """`datasets` with roots and `unlabelled` with paths set by NAME=PATH (`--data-root`)."""
+        if not self.datasets and not self.unlabelled:
+            raise ConfigError("--data-root NAME=PATH needs a config with a datasets or unlabelled list "
+                              "(else use --root)")
+        labelled = [spec.name for spec in self.dataset_specs()] if self.datasets else []
+        unlabelled = [spec.name for spec in self.unlabelled_specs()]
         roots = {}
         for item in assignments:
             name, sep, path = item.partition("=")
-            if not sep or name not in names:
-                raise ConfigError(f"--data-root {item}: expected NAME=PATH with NAME one of {names}")
+            if not sep or name not in labelled + unlabelled:
+                raise ConfigError(f"--data-root {item}: expected NAME=PATH with NAME one of {labelled + unlabelled}")
             roots[name] = path
-        return [{**d, "root": roots.get(name, d.get("root"))} for d, name in zip(self.datasets, names)]
+        out = {}
+        if self.datasets:
+            out["datasets"] = [{**d, "root": roots.get(n, d.get("root"))} for d, n in zip(self.datasets, labelled)]
+        if self.unlabelled:
+            out["unlabelled"] = [{**d, "path": roots.get(n, d.get("path"))}
+                                 for d, n in zip(self.unlabelled, unlabelled)]
+        return out
+
+    def threshold_policy(self) -> ThresholdPolicy:
+        try:
+            return ThresholdPolicy(cap=self.pseudo_threshold, class_share=self.pseudo_class_share,
+                                   floor=self.pseudo_floor, per_class=self.pseudo_thresholds)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def arch_kwargs(self) -> dict:
         kw = {}
@@ -242,14 +284,20 @@ class TrainConfig:
 
 
 class AugmentedPairs(Dataset):
-    """Pairs held in memory (decoded once), augmented on every access."""
+    """Pairs held in memory (decoded once), augmented on every access (after copy-paste, when given)."""
 
-    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], transform, mean, std):
+    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], transform, mean, std, *, paste=None):
         self.images, self.labels, self.transform = images, labels, transform
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.paste = mean, std, paste
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def _augmented(self, i: int, rng: np.random.Generator):
+        image, label = self.images[i], self.labels[i]
+        if self.paste is not None:
+            image, label = self.paste(image, label, rng)
+        return self.transform(*to_tensors(image, label))
 
     def __getitem__(self, item):
         """item: a frame index, or (index, seed) from EpochSampler: then the augmentation uses that seed only."""
@@ -257,8 +305,8 @@ class AugmentedPairs(Dataset):
             i, seed = item
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                return self.transform(*to_tensors(self.images[i], self.labels[i]))
-        return self.transform(*to_tensors(self.images[item], self.labels[item]))
+                return self._augmented(i, np.random.default_rng(seed))
+        return self._augmented(item, np.random.default_rng())
 
 
 @torch.no_grad()
@@ -412,6 +460,8 @@ class Trainer:
                     if cfg.ema_decay else None)
 
         self.frames = load_training_frames(splits, progress=progress)
+        self.labelled_frames = len(self.frames.images)  # pseudo-labelled frames come after these
+        self.pseudo = self._add_pseudo_labelled(cfg.unlabelled_specs()) if cfg.unlabelled else None
         self.train_images, self.train_labels = self.frames.images, self.frames.labels
 
         weights = None
@@ -449,7 +499,7 @@ class Trainer:
             self.loader = None
         else:
             dataset = AugmentedPairs(self.train_images, self.train_labels, train_transform(**augment),
-                                     self.mean, self.std)
+                                     self.mean, self.std, paste=self._copy_paste() if cfg.copy_paste else None)
             self.loader = DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=cfg.num_workers,
                                      generator=gen, persistent_workers=cfg.num_workers > 0,
                                      pin_memory=self.device.type == "cuda")
@@ -478,6 +528,59 @@ class Trainer:
         if self.cfg.channels_last:
             teacher.to(memory_format=torch.channels_last)
         return teacher, info
+
+    def _add_pseudo_labelled(self, specs: list[UnlabelledSpec]) -> dict:
+        """Read every unlabelled source, label it with the teacher and add it to the training frames.
+
+        Sources are read first, so a source without a readable frame fails before the teacher runs.
+        """
+        cfg = self.cfg
+        try:
+            sources = [(spec, read_spec(spec, progress=self.progress)) for spec in specs]
+        except DatasetError as exc:
+            raise ConfigError(str(exc)) from None
+        teacher_path = resolve_model(cfg.pseudo_label_from or cfg.init_from)
+        teacher, info = load_checkpoint(teacher_path)
+        if info.classes.names != self.classes.names:
+            raise ConfigError(f"the pseudo-label teacher {teacher_path} has classes {list(info.classes.names)}, "
+                              f"the model {list(self.classes.names)}")
+        teacher.to(self.device)
+        record = {"teacher": teacher_path.name, "sources": []}
+        for spec, frames in sources:
+            labelled = pseudo_label(teacher, frames.images, self.classes, info.mean, info.std,
+                                    policy=cfg.threshold_policy(), flip=cfg.pseudo_flip, device=self.device,
+                                    progress=self.progress)
+            self.log(f"pseudo-labels of {spec.name} ({len(frames)} frames of {len(set(frames.drives))} drives, "
+                     f"teacher {record['teacher']}): {labelled.summary()}")
+            k = len(self.frames.names)
+            self.frames.images += frames.images
+            self.frames.labels += labelled.labels
+            self.frames.source += [k] * len(frames)
+            self.frames.weights.append(float(spec.weight))
+            self.frames.names.append(spec.name)
+            self.frames.descriptions.append(f"{spec.path} without labels ({len(frames)} frames, pseudo-labelled)")
+            record["sources"].append({"name": spec.name, "path": str(spec.path), "topic": spec.topic,
+                                      "frames": len(frames), "drives": len(set(frames.drives)),
+                                      "skipped": dict(frames.skipped), "thresholds": labelled.thresholds,
+                                      "kept_share": labelled.kept_share, "kept_pixels": labelled.kept_pixels})
+        del teacher
+        return record
+
+    def _copy_paste(self) -> CopyPaste:
+        """Objects cut from the labelled frames (never from pseudo-labels), pasted onto the ground."""
+        names = self.cfg.copy_paste_classes or list(self.classes.obstacle)
+        try:
+            class_ids, ground_ids = self.classes.ids(names), self.classes.ids(self.classes.drivable)
+        except ClassTableError as exc:
+            raise ConfigError(f"copy_paste_classes: {exc}") from None
+        if not ground_ids:
+            raise ConfigError("copy_paste needs the class table's drivable classes (the ground objects stand on)")
+        n = self.labelled_frames
+        bank = object_bank(self.frames.images[:n], self.frames.labels[:n], class_ids, ground_ids)
+        counts = np.bincount([o.class_id for o in bank], minlength=self.classes.num_classes)
+        self.log(f"copy-paste: {len(bank)} objects (" + ", ".join(
+            f"{self.classes.names[c]} {counts[c]}" for c in class_ids) + f"), p {self.cfg.copy_paste}")
+        return CopyPaste(bank, ground_ids, probability=self.cfg.copy_paste)
 
     def batches(self):
         """Augmented training batches (uint8 or 0..255 float images, label masks) for one epoch."""
@@ -532,6 +635,7 @@ class Trainer:
             "torch": str(torch.__version__),
             "processes": self.ranks.world_size,
             "fine_tuned_from": self.lineage,  # the starting checkpoint's own record, for the model's history
+            "pseudo_labels": self.pseudo,
             "distilled_from": ({"checkpoint": Path(self.cfg.distill_from).name,
                                 "val_miou": self.teacher_info.training.get("val_miou"),
                                 "flip": self.cfg.distill_flip, "temperature": self.cfg.distill_temperature}
