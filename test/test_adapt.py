@@ -29,7 +29,7 @@ from seg_perception.ros.ros_image import rgb_to_image
 REPO = Path(__file__).resolve().parents[1]
 IDD_IMAGES = REPO / "sample_data" / "idd_lite" / "leftImg8bit" / "train"
 CAMVID = REPO / "sample_data" / "camvid_val"
-BUDGET_MIN = 1.0
+BUDGET_MIN = 1.5
 
 
 def tinted(rgb: np.ndarray) -> np.ndarray:
@@ -61,8 +61,9 @@ def adapted(tmp_path_factory):
         seen.append((k, first_bn(model).running_mean.clone(), figures, kept))
 
     t0 = time.monotonic()
-    result = adapt([root / "frames"], "driving", root / "out", options=AdaptOptions(minutes=BUDGET_MIN, threads=2),
-                   progress=False, log=lambda *_: None, on_round=on_round)
+    options = AdaptOptions(minutes=BUDGET_MIN, threads=2, batch_size=4)
+    result = adapt([root / "frames"], "driving", root / "out", options=options, progress=False, log=lambda *_: None,
+                   on_round=on_round)
     return {"root": root, "frames": frames, "result": result, "seconds": time.monotonic() - t0, "rounds": seen}
 
 
@@ -86,7 +87,7 @@ def first_bn_batch_mean(model, frames) -> torch.Tensor:
 
 def test_adapt_stays_within_its_budget_and_writes_the_three_model_files(adapted):
     res = adapted["result"]
-    assert adapted["seconds"] <= 60 * BUDGET_MIN + 10, adapted["seconds"]
+    assert adapted["seconds"] <= 60 * BUDGET_MIN + 15, adapted["seconds"]
     assert res.steps > 0 and res.rounds >= 1
     out = adapted["root"] / "out"
     assert sorted(p.name for p in out.iterdir()) == ["adapt.json", "model.int8.onnx", "model.onnx", "model.pt"]

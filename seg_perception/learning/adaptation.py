@@ -37,7 +37,7 @@ from ..inference.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from ..inference.input_size import network_size
 from ..inference.segmenter import INT8_SUFFIX, SHIPPED_MODELS, resolve_model, shipped_model_path, sibling_model
 from .datasets import DatasetError
-from .losses import SegmentationLoss
+from .losses import SegmentationLoss, class_weights_from_counts
 from .models import class_probabilities
 from .pseudo_labels import ThresholdPolicy, pseudo_label
 from .transforms import normalise, to_tensors, train_transform
@@ -52,6 +52,10 @@ class AdaptError(DatasetError):
 SURE = 0.9
 #: an adapted model must keep at least this share of the original model's sure labels on the check frames
 MIN_SURE_AGREEMENT = 0.9
+#: an adapted model may not lose more than this share of any class's pixels on the check frames ...
+MAX_CLASS_LOSS = 0.3
+#: ... of the classes that hold at least this share of them (self-training tends to erase rare classes)
+CLASS_SHARE_FLOOR = 0.002
 #: the share of frames (whole drives where there are several) kept out of training to judge the rounds
 CHECK_SHARE = 0.2
 #: the budget kept for writing model.pt, its ONNX export and the int8 model: this share of it, within these bounds
@@ -213,9 +217,23 @@ def _public(figures: dict) -> dict:
     return {k: v for k, v in figures.items() if k != "labels"}
 
 
-def better(candidate: dict, best: dict) -> bool:
-    """A candidate replaces the best model when it keeps the sure labels and is more consistent."""
-    return candidate["sure_agreement"] >= MIN_SURE_AGREEMENT and candidate["consistency"] > best["consistency"]
+def lost_classes(candidate: dict, original: dict) -> list[str]:
+    """The classes of which the candidate labels far fewer pixels than the original model did."""
+    return [name for name, share in original["class_share"].items()
+            if share >= CLASS_SHARE_FLOOR and candidate["class_share"][name] < (1 - MAX_CLASS_LOSS) * share]
+
+
+def _losses(candidate: dict, original: dict) -> str:
+    lost = lost_classes(candidate, original)
+    return f", loses {', '.join(lost)}" if lost else ""
+
+
+def better(candidate: dict, best: dict, original: dict) -> bool:
+    """A candidate replaces the best model when it is more consistent, keeps the original model's sure labels
+    and loses no class.
+    """
+    return (candidate["consistency"] > best["consistency"] and candidate["sure_agreement"] >= MIN_SURE_AGREEMENT
+            and not lost_classes(candidate, original))
 
 
 # -- the adaptation -----------------------------------------------------------
@@ -304,24 +322,37 @@ def adapt(inputs, model_name, out, *, topic: str | None = None, options: AdaptOp
           f"{net_w}x{net_h}; budget {options.minutes:g} min")
 
     source.eval()
+    predict(source, images[0], info)  # the first call sets up kernels: not a forward's time
+    t0 = time.monotonic()
     before_all = check_figures(source, images, info, views=False)
+    forward_s = (time.monotonic() - t0) / len(images)  # one frame through the network: the unit of the estimates
     check_before = check_figures(source, check_images, info)
     sure = check_before["labels"]
     best, best_fig, kept = source, check_before, []
     log(f"original model on the check frames: consistency {100 * check_before['consistency']:.1f} %, "
         f"mean confidence {100 * check_before['mean_confidence']:.1f} %")
 
+    # The rounds end early enough for the figures after (as long as those before) and the writing.
     share, low, high = WRITE_RESERVE
-    reserve = min(max(low, share * budget_s), high)
-    deadline = t_start + budget_s - reserve
+    deadline = t_start + budget_s - min(max(low, share * budget_s), high) - forward_s * len(images)
+    timing = {"label": 2 * forward_s * len(train_images), "check": 4 * forward_s * len(check_images),
+              "step": 3 * forward_s * options.batch_size}
+
+    def timed(key, fn, *args, **kwargs):
+        t = time.monotonic()
+        out = fn(*args, **kwargs)
+        timing[key] = time.monotonic() - t
+        return out
+
     bn_note = "not tried"
-    if options.try_bn_reestimate and time.monotonic() < deadline:
+    if options.try_bn_reestimate and time.monotonic() + timing["label"] + timing["check"] < deadline:
         candidate = copy.deepcopy(source)
         reestimate_bn(candidate, train_images, info)
-        fig = check_figures(candidate, check_images, info, sure_labels=sure)
-        verdict = better(fig, best_fig)
+        fig = timed("check", check_figures, candidate, check_images, info, sure_labels=sure)
+        verdict = better(fig, best_fig, check_before)
         bn_note = (f"{'kept' if verdict else 'refused'}: consistency {100 * fig['consistency']:.1f} % "
-                   f"(was {100 * best_fig['consistency']:.1f}), sure agreement {100 * fig['sure_agreement']:.1f} %")
+                   f"(was {100 * best_fig['consistency']:.1f}), sure agreement {100 * fig['sure_agreement']:.1f} %"
+                   + _losses(fig, check_before))
         log(f"batch-norm statistics re-estimated on the new frames: {bn_note}")
         if on_round:
             on_round(0, candidate, _public(fig), verdict)
@@ -332,24 +363,30 @@ def adapt(inputs, model_name, out, *, topic: str | None = None, options: AdaptOp
     crop = options.crop or tuple(info.input_size)
     transform = train_transform(crop=crop, scale=options.scale, jitter=options.jitter, blur=options.blur,
                                 noise=options.noise, ignore_index=info.classes.ignore_index)
-    criterion = SegmentationLoss("ce", ignore_index=info.classes.ignore_index)
+    # The student trains on through the rounds; the best model (what the criteria kept) labels its frames.
     student = copy.deepcopy(best)
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr,
+                                  weight_decay=options.weight_decay)
     rounds = steps = 0
-    step_s = None
     bar = tqdm(total=round(budget_s), desc="adapt (seconds of the budget)", unit="s", file=sys.stderr,
                disable=not progress, leave=False)
-    while time.monotonic() < deadline:
-        labelled = pseudo_label(best, train_images, info.classes, info.mean, info.std, policy=options.policy,
-                                progress=False)
-        student.load_state_dict(best.state_dict())
+
+    def time_left_for(n_steps: int) -> bool:
+        return time.monotonic() + n_steps * timing["step"] + timing["check"] < deadline
+
+    while time.monotonic() + timing["label"] + timing["step"] + timing["check"] < deadline:
+        labelled = timed("label", pseudo_label, best, train_images, info.classes, info.mean, info.std,
+                         policy=options.policy, progress=False)
         loader = torch.utils.data.DataLoader(_Pairs(train_images, labelled.labels, transform),
                                              batch_size=options.batch_size, shuffle=True, drop_last=False)
+        # weights against the frequent classes of the pseudo-labels, so the rare ones are not trained away
+        counts = np.bincount(np.concatenate([lab.ravel() for lab in labelled.labels]), minlength=256)
+        criterion = SegmentationLoss("ce", ignore_index=info.classes.ignore_index, class_weights=(
+            class_weights_from_counts(counts[:info.classes.num_classes], method="enet")))
         done = 0
-        while done < options.round_steps and time.monotonic() + (step_s or 0) < deadline:
+        while done < options.round_steps and time_left_for(1):
             for img, mask in loader:
-                if done >= options.round_steps or time.monotonic() + (step_s or 0) >= deadline:
+                if done >= options.round_steps or not time_left_for(1):
                     break
                 t0 = time.monotonic()
                 student.train()
@@ -365,18 +402,19 @@ def adapt(inputs, model_name, out, *, topic: str | None = None, options: AdaptOp
                 loss = float(loss.detach())
                 done += 1
                 steps += 1
-                step_s = time.monotonic() - t0 if step_s is None else 0.8 * step_s + 0.2 * (time.monotonic() - t0)
+                timing["step"] = 0.8 * timing["step"] + 0.2 * (time.monotonic() - t0) if steps > 1 \
+                    else time.monotonic() - t0
                 bar.n = min(round(time.monotonic() - t_start), bar.total)
                 bar.set_postfix(round=rounds + 1, loss=f"{loss:.3f}",
                                 consistency=f"{100 * best_fig['consistency']:.1f}%")
         if done == 0:
             break
         rounds += 1
-        fig = check_figures(student, check_images, info, sure_labels=sure)
-        verdict = better(fig, best_fig)
+        fig = timed("check", check_figures, student, check_images, info, sure_labels=sure)
+        verdict = better(fig, best_fig, check_before)
         log(f"round {rounds}: {done} steps, pseudo-labels {100 * labelled.kept_pixels:.0f} % of pixels; check "
             f"frames: consistency {100 * fig['consistency']:.1f} % (best {100 * best_fig['consistency']:.1f}), "
-            f"sure agreement {100 * fig['sure_agreement']:.1f} %, mean confidence "
+            f"sure agreement {100 * fig['sure_agreement']:.1f} %{_losses(fig, check_before)}, mean confidence "
             f"{100 * fig['mean_confidence']:.1f} %: {'kept' if verdict else 'not kept'}")
         if on_round:
             on_round(rounds, student, _public(fig), verdict)
