@@ -175,6 +175,9 @@ def test_unlabelled_sources_without_a_readable_frame_fail_before_the_first_step(
     assert f"unlabelled source {empty} holds no images" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="need a teacher"):
         TrainConfig.from_dict({"unlabelled": [{"name": "u", "path": str(empty)}]})
+    with pytest.raises(ConfigError, match="floor 0.5, cap 0.3"):
+        TrainConfig.from_dict({"unlabelled": [{"name": "u", "path": str(empty)}], "init_from": "camvid",
+                               "pseudo_threshold": 0.3})
 
 
 # -- copy-paste ---------------------------------------------------------------------

@@ -5,9 +5,9 @@
 A team that moves to a new city or camera has hours of frames and no labels. Adaptation here is
 self-training within a wall-clock budget, in rounds: the best model so far labels the adaptation
 frames (flip-averaged, class-balanced thresholds: pseudo_labels.py), the student learns those labels
-on strongly augmented crops (scale, crop, colour, blur, noise) while its batch-norm statistics drift
-slowly towards the new frames (a low momentum), and a round's result replaces the best model only
-when the unlabelled criteria on frames held out of the adaptation say it got better. Re-estimating
+on strongly augmented crops (scale, crop, colour, blur, noise) with its batch-norm statistics kept
+as trained, and a round's result replaces the best model only when the unlabelled criteria on frames
+held out of the adaptation say it got better. Re-estimating
 the batch-norm statistics on the new frames outright is one more candidate judged the same way: for
 a small network trained from scratch those statistics are fragile, and a re-estimate that the
 criteria call worse is never kept.
@@ -40,7 +40,8 @@ from .datasets import DatasetError
 from .losses import SegmentationLoss, class_weights_from_counts
 from .models import class_probabilities
 from .pseudo_labels import ThresholdPolicy, pseudo_label
-from .transforms import normalise, to_tensors, train_transform
+from .training import AugmentedPairs
+from .transforms import normalise, train_transform
 from .unlabelled import UnlabelledFrames, read_unlabelled
 
 
@@ -51,7 +52,7 @@ class AdaptError(DatasetError):
 #: a pixel the original model labels with at least this confidence counts for the agreement guard
 SURE = 0.9
 #: an adapted model must keep at least this share of the original model's sure labels on the check frames
-MIN_SURE_AGREEMENT = 0.9
+MIN_SURE_AGREEMENT = 0.99
 #: an adapted model may not lose more than this share of any class's pixels on the check frames ...
 MAX_CLASS_LOSS = 0.3
 #: ... of the classes that hold at least this share of them (self-training tends to erase rare classes)
@@ -80,7 +81,8 @@ class AdaptOptions:
     noise: float = 0.03
     policy: ThresholdPolicy = field(default_factory=ThresholdPolicy)
     try_bn_reestimate: bool = True
-    bn_momentum: float | None = 0.01    # batch-norm statistics follow the new frames this fast in training; None: kept
+    bn_momentum: float | None = None    # batch-norm statistics follow the new frames this fast in training; None: kept
+    class_weights: str = "none"         # none | enet: weights from the pseudo-labels' class counts
     threads: int | None = None
     seed: int = 0
     int8: bool = True
@@ -256,17 +258,6 @@ def reestimate_bn(model, images: list[np.ndarray], info: ModelInfo, device="cpu"
     model.eval()
 
 
-class _Pairs(torch.utils.data.Dataset):
-    def __init__(self, images, labels, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.transform(*to_tensors(self.images[i], self.labels[i]))
-
-
 @dataclass
 class AdaptResult:
     out: Path
@@ -363,7 +354,7 @@ def adapt(inputs, model_name, out, *, topic: str | None = None, options: AdaptOp
     crop = options.crop or tuple(info.input_size)
     transform = train_transform(crop=crop, scale=options.scale, jitter=options.jitter, blur=options.blur,
                                 noise=options.noise, ignore_index=info.classes.ignore_index)
-    # The student trains on through the rounds; the best model (what the criteria kept) labels its frames.
+    # Each round starts from the best model (what the criteria kept), which also labels the frames.
     student = copy.deepcopy(best)
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=options.lr,
                                   weight_decay=options.weight_decay)
@@ -377,12 +368,14 @@ def adapt(inputs, model_name, out, *, topic: str | None = None, options: AdaptOp
     while time.monotonic() + timing["label"] + timing["step"] + timing["check"] < deadline:
         labelled = timed("label", pseudo_label, best, train_images, info.classes, info.mean, info.std,
                          policy=options.policy, progress=False)
-        loader = torch.utils.data.DataLoader(_Pairs(train_images, labelled.labels, transform),
-                                             batch_size=options.batch_size, shuffle=True, drop_last=False)
-        # weights against the frequent classes of the pseudo-labels, so the rare ones are not trained away
-        counts = np.bincount(np.concatenate([lab.ravel() for lab in labelled.labels]), minlength=256)
-        criterion = SegmentationLoss("ce", ignore_index=info.classes.ignore_index, class_weights=(
-            class_weights_from_counts(counts[:info.classes.num_classes], method="enet")))
+        student.load_state_dict(best.state_dict())
+        pairs = AugmentedPairs(train_images, labelled.labels, transform, info.mean, info.std)
+        loader = torch.utils.data.DataLoader(pairs, batch_size=options.batch_size, shuffle=True, drop_last=False)
+        weights = None
+        if options.class_weights != "none":  # against the frequent classes of the pseudo-labels
+            counts = np.bincount(np.concatenate([lab.ravel() for lab in labelled.labels]), minlength=256)
+            weights = class_weights_from_counts(counts[:info.classes.num_classes], method=options.class_weights)
+        criterion = SegmentationLoss("ce", ignore_index=info.classes.ignore_index, class_weights=weights)
         done = 0
         while done < options.round_steps and time_left_for(1):
             for img, mask in loader:

@@ -222,6 +222,8 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        if self.unlabelled:
+            self.threshold_policy()
 
     def dataset_specs(self) -> list[DatasetSpec]:
         """The run's datasets: the `datasets` list, or the single dataset the layout keys describe."""

@@ -28,6 +28,26 @@ from .datasets import (
 )
 
 
+def check_entry(cls, data, where: str, error=DatasetError) -> None:
+    """A config list entry (`datasets[0]`, `unlabelled[1]`): a mapping with only the dataclass's keys."""
+    if not isinstance(data, dict):
+        raise error(f"{where}: expected a mapping of keys to values")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise error(f"{where}: unknown keys {unknown}; known keys: {sorted(known)}")
+
+
+def check_common(spec, where: str, error=DatasetError) -> None:
+    """The keys every source shares: a positive weight, and resize as two positive ints (width, height)."""
+    if not spec.weight > 0:
+        raise error(f"{where} ({spec.name}): weight must be positive")
+    if spec.resize is not None:
+        spec.resize = tuple(int(v) for v in spec.resize)
+        if len(spec.resize) != 2 or min(spec.resize) <= 0:
+            raise error(f"{where} ({spec.name}): resize must be two positive ints (width, height)")
+
+
 @dataclass
 class DatasetSpec:
     """One entry of a training config's `datasets` list (the keys of its YAML mapping)."""
@@ -50,25 +70,14 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, data: dict, index: int) -> "DatasetSpec":
-        if not isinstance(data, dict):
-            raise DatasetError(f"datasets[{index}]: expected a mapping of keys to values")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DatasetError(f"datasets[{index}]: unknown keys {unknown}; known keys: {sorted(known)}")
+        check_entry(cls, data, f"datasets[{index}]")
         spec = cls(**{"name": data.get("name") or data.get("layout", f"dataset{index}"), **data})
         if spec.layout not in LAYOUTS:
             raise DatasetError(f"datasets[{index}] ({spec.name}): layout '{spec.layout}' unknown; "
                                f"choose one of {list(LAYOUTS)}")
-        if not spec.weight > 0:
-            raise DatasetError(f"datasets[{index}] ({spec.name}): weight must be positive")
+        check_common(spec, f"datasets[{index}]")
         if sum(v is not None for v in (spec.val_drives, spec.val_split, spec.val_images)) > 1:
             raise DatasetError(f"datasets[{index}] ({spec.name}): give one of val_drives, val_split, val_images")
-        if spec.resize is not None:
-            spec.resize = tuple(int(v) for v in spec.resize)
-            if len(spec.resize) != 2 or min(spec.resize) <= 0:
-                raise DatasetError(f"datasets[{index}] ({spec.name}): resize must be two positive ints "
-                                   "(width, height)")
         return spec
 
 

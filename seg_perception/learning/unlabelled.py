@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -21,6 +21,7 @@ import numpy as np
 
 from ..bags import Bag
 from .datasets import IMAGE_SUFFIXES, DatasetError, read_rgb
+from .training_data import check_common, check_entry
 
 
 class UnlabelledError(DatasetError):
@@ -42,21 +43,11 @@ class UnlabelledSpec:
 
     @classmethod
     def from_dict(cls, data: dict, index: int) -> "UnlabelledSpec":
-        if not isinstance(data, dict):
-            raise UnlabelledError(f"unlabelled[{index}]: expected a mapping of keys to values")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UnlabelledError(f"unlabelled[{index}]: unknown keys {unknown}; known keys: {sorted(known)}")
+        check_entry(cls, data, f"unlabelled[{index}]", UnlabelledError)
         spec = cls(**{"name": data.get("name") or f"unlabelled{index}", **data})
-        if not spec.weight > 0:
-            raise UnlabelledError(f"unlabelled[{index}] ({spec.name}): weight must be positive")
+        check_common(spec, f"unlabelled[{index}]", UnlabelledError)
         if spec.stride < 1 or (spec.max_frames is not None and spec.max_frames < 1):
             raise UnlabelledError(f"unlabelled[{index}] ({spec.name}): stride and max_frames must be at least 1")
-        if spec.resize is not None:
-            spec.resize = tuple(int(v) for v in spec.resize)
-            if len(spec.resize) != 2 or min(spec.resize) <= 0:
-                raise UnlabelledError(f"unlabelled[{index}] ({spec.name}): resize must be two positive ints")
         return spec
 
 
