@@ -80,6 +80,8 @@ GEOMETRY_PARAMETERS: dict[str, tuple[int, object, dict]] = {
 }
 #: Seconds between two log lines about the same geometry problem.
 PROBLEM_LOG_PERIOD = 5.0
+#: The outputs that need the ground projection (points first: the rest need the boundary too).
+GROUND_OUTPUTS = ("points", "scan", "free_scan", "obstacles", "grid")
 #: CameraInfo messages kept for pairing by stamp.
 CAMERA_INFO_HISTORY = 60
 
@@ -159,6 +161,7 @@ class GeometryOutputs:
         self.pub_info = make(CameraInfo, prefix + "camera_info", out_qos)
         self.pub_points = make(PointCloud2, prefix + "points", out_qos)
         self.pub_scan = make(LaserScan, prefix + "scan", out_qos)
+        self.pub_free_scan = make(LaserScan, prefix + "free_scan", out_qos)
         self.pub_obstacles = make(PointCloud2, prefix + "obstacles", out_qos)
         self.pub_grid = make(OccupancyGrid, prefix + "grid", out_qos)
         self.label = label
@@ -179,6 +182,7 @@ class GeometryOutputs:
         self.state = (DiagnosticStatus.OK, "no subscribers to the geometric outputs")
         self.counts = dict(published=0, unpaired=0, problems=0)
         self.recent_ms: list[float] = []
+        self.blind_range = float("nan")
 
     # -- inputs ---------------------------------------------------------------------
     def open_input(self, info_qos) -> None:
@@ -194,7 +198,8 @@ class GeometryOutputs:
             self._infos.clear()
 
     def close_outputs(self) -> None:
-        for pub in (self.pub_info, self.pub_points, self.pub_scan, self.pub_obstacles, self.pub_grid):
+        for pub in (self.pub_info, self.pub_points, self.pub_scan, self.pub_free_scan, self.pub_obstacles,
+                    self.pub_grid):
             self.node.destroy_publisher(pub)
         if self._tf_listener is not None:
             self._tf_listener.unregister()
@@ -282,7 +287,7 @@ class GeometryOutputs:
     def wanted(self) -> dict[str, bool]:
         return {name: pub.get_subscription_count() > 0 for name, pub in (
             ("camera_info", self.pub_info), ("points", self.pub_points), ("scan", self.pub_scan),
-            ("obstacles", self.pub_obstacles), ("grid", self.pub_grid))}
+            ("free_scan", self.pub_free_scan), ("obstacles", self.pub_obstacles), ("grid", self.pub_grid))}
 
     def process(self, header: Header, labels: np.ndarray, confidence: np.ndarray | None, drivable: np.ndarray | None,
                 obstacle_lut: np.ndarray, image_size: tuple[int, int], settings: GeometrySettings,
@@ -307,7 +312,7 @@ class GeometryOutputs:
             out_camera = camera.scaled(width, height)
             if wanted["camera_info"]:
                 self.pub_info.publish(messages.camera_info(out_camera, header))
-            if any(wanted[k] for k in ("points", "scan", "obstacles", "grid")):
+            if any(wanted.get(k) for k in GROUND_OUTPUTS):
                 self._publish_ground(header, labels, confidence, drivable, obstacle_lut, out_camera, settings, wanted)
         except GeometryProblem as problem:
             self._problem(problem)
@@ -334,11 +339,14 @@ class GeometryOutputs:
             if self._cloud is None:
                 self._cloud = OrganizedCloud(proj)
             self.pub_points.publish(messages.organized_cloud(self._cloud, labels, confidence, geo_header))
-        if not (wanted["scan"] or wanted["obstacles"] or wanted["grid"]):
+        self.blind_range = proj.blind_range
+        if not any(wanted.get(k) for k in GROUND_OUTPUTS[1:]):
             return
         boundary = free_space.find_boundary(proj, labels, drivable)
-        if wanted["scan"]:
+        if wanted.get("scan"):
             self.pub_scan.publish(messages.scan(free_space.scan_ranges(proj, boundary), proj, geo_header))
+        if wanted.get("free_scan"):
+            self.pub_free_scan.publish(messages.free_scan(free_space.free_ranges(proj, boundary), proj, geo_header))
         if wanted["obstacles"]:
             cols = free_space.obstacle_columns(boundary, obstacle_lut)
             conf = confidence[boundary.rows[cols], cols] if confidence is not None else np.zeros(len(cols), np.uint8)
@@ -376,5 +384,6 @@ class GeometryOutputs:
             ("frames_without_paired_camera_info_total", str(counts["unpaired"])),
             ("frames_skipped_total", str(counts["problems"])),
             ("geometry_mean_ms", f"{np.mean(ms):.2f}" if ms else "nan"),
+            ("blind_range_m", f"{self.blind_range:.2f}"),
         )]
         return status
