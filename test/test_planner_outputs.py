@@ -48,8 +48,8 @@ STOP_DISTANCE = 8.0
 RELIABLE = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
 START_TIMEOUT = 180.0
 TIMEOUT = 60.0
-GEOMETRIC = {"camera_info": CameraInfo, "points": PointCloud2, "scan": LaserScan, "obstacles": PointCloud2,
-             "grid": OccupancyGrid}
+GEOMETRIC = {"camera_info": CameraInfo, "points": PointCloud2, "scan": LaserScan, "free_scan": LaserScan,
+             "obstacles": PointCloud2, "grid": OccupancyGrid}
 IMAGES = ("labels", "confidence")
 
 
@@ -224,6 +224,11 @@ def test_every_output_arrives_stamped_and_consistent_with_the_labels(geo_node, f
         np.testing.assert_array_equal(np.array(scan.ranges, np.float32), fs.scan_ranges(proj, boundary))
         assert scan.angle_min == pytest.approx(proj.scan_angle_min) and scan.range_max == pytest.approx(MAX_RANGE)
         assert np.isfinite(np.array(scan.ranges)).any()
+        # free_scan: how far each beam's ground was seen, never +inf; range_min the blind range.
+        free = out["free_scan"]
+        np.testing.assert_array_equal(np.array(free.ranges, np.float32), fs.free_ranges(proj, boundary))
+        assert not np.isinf(np.array(free.ranges)).any() and np.isfinite(np.array(free.ranges)).mean() > 0.9
+        assert free.range_min == pytest.approx(proj.blind_range - 1e-3, abs=1e-4) and free.range_max > MAX_RANGE
         grid = out["grid"]
         assert (grid.info.width, grid.info.height, grid.info.resolution) == (400, 300, pytest.approx(0.1))
         assert (grid.info.origin.position.x, grid.info.origin.position.y) == (0.0, -15.0)
