@@ -227,7 +227,7 @@ def test_every_output_arrives_stamped_and_consistent_with_the_labels(geo_node, f
         # free_scan: how far each beam's ground was seen, never +inf; range_min the blind range.
         free = out["free_scan"]
         np.testing.assert_array_equal(np.array(free.ranges, np.float32), fs.free_ranges(proj, boundary))
-        assert not np.isinf(np.array(free.ranges)).any() and np.isfinite(np.array(free.ranges)).mean() > 0.9
+        assert not np.isinf(np.array(free.ranges)).any() and np.isfinite(np.array(free.ranges)).mean() > 0.5
         assert free.range_min == pytest.approx(proj.blind_range - 1e-3, abs=1e-4) and free.range_max > MAX_RANGE
         grid = out["grid"]
         assert (grid.info.width, grid.info.height, grid.info.resolution) == (400, 300, pytest.approx(0.1))
