@@ -388,3 +388,36 @@ def test_without_camera_info_or_extrinsics_the_image_outputs_go_on(ros_env, tmp_
     finally:
         probe.close()
         assert proc.stop(signal.SIGINT) == 0, proc.output()
+
+
+def test_under_sim_time_every_output_keeps_the_frame_stamp(ros_env, tmp_path, frames):
+    """use_sim_time (launch files' use_sim_time:=true) with /clock far from the frames' stamps: the outputs
+    carry their frame's stamp, /diagnostics the sim clock's time.
+    """
+    from rosgraph_msgs.msg import Clock
+    params = {"model": "camvid", "qos_reliability": "reliable", "diagnostics_period": 0.5, "use_sim_time": True,
+              "base_frame": BASE, "camera_position": str(POSITION), "camera_rpy": str(RPY), "camera_info_wait": 0.2}
+    proc = NodeProcess(node_args(params=params, remaps={"image": CAMERA, "camera_info": INFO, "__ns": "/sim"}),
+                       tmp_path / "node.log")
+    probe = GeoProbe("sim", namespace="/sim/segmentation")
+    probe.proc = proc
+    clock = probe.node.create_publisher(Clock, "/clock", 10)
+    try:
+        assert wait_for(lambda: not proc.alive() or probe.pub_image.get_subscription_count() > 0
+                        and probe.subs["scan"].get_publisher_count() > 0, START_TIMEOUT, probe.spin), proc.output()
+        for _ in range(5):
+            clock.publish(Clock(clock=Time(sec=5000, nanosec=0)))
+            probe.spin(0.1)
+        header = probe.header()
+        key = probe.send(frames[0], camera_info(header), header)
+        out = probe.wait(key, IMAGES + ("scan", "free_scan", "obstacles", "grid", "points", "camera_info"))
+        for name, msg in out.items():
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == key, name
+        assert out["grid"].info.map_load_time == header.stamp
+        clock.publish(Clock(clock=Time(sec=5001, nanosec=0)))
+        marker = len(probe.diagnostics)
+        assert wait_for(lambda: any(5000 <= d.header.stamp.sec <= 5002 for d in probe.diagnostics[marker:]), 20.0,
+                        lambda t: (clock.publish(Clock(clock=Time(sec=5001, nanosec=0))), probe.spin(t)))
+    finally:
+        probe.close()
+        assert proc.stop(signal.SIGINT) == 0, proc.output()
