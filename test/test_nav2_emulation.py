@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO, SAMPLES, NodeProcess, node_args, wait_for
-from sensor_msgs.msg import LaserScan, PointCloud2
+from sensor_msgs.msg import LaserScan
 from test_planner_outputs import CAMERA, INFO, START_TIMEOUT, GeoProbe, camera_info, to_array
 
 from seg_perception.classes import CAMVID

@@ -290,8 +290,10 @@ def test_camera_info_follows_both_output_resolutions_with_binning_and_roi(geo_no
     info = out["camera_info"]
     assert (info.width, info.height) == (320, 200) == (out["labels"].width, out["labels"].height)
     assert (out["points"].width, out["points"].height) == (320, 200)
+    # binned by pixel centres (camera_model.py): a super-pixel lies at its sensor pixels' mean centre
+    bin_cx, bin_cy = (full_cx + 0.5) / 3 - 0.5, (full_cy - 60 + 0.5) / 3 - 0.5
     np.testing.assert_allclose([info.k[0], info.k[2], info.k[4], info.k[5]],
-                               [full_f / 3, full_cx / 3, full_f / 3, (full_cy - 60) / 3])
+                               [full_f / 3, bin_cx, full_f / 3, bin_cy])
     assert (info.binning_x, info.binning_y, info.roi.width) == (0, 0, 0)
     try:
         assert all(r.successful for r in probe.set_parameters(output_resolution="network"))
@@ -302,8 +304,8 @@ def test_camera_info_follows_both_output_resolutions_with_binning_and_roi(geo_no
         assert (out["points"].width, out["points"].height) == (w, h)
         sx, sy = w / 320, h / 200
         np.testing.assert_allclose([info.k[0], info.k[2], info.k[4], info.k[5]],
-                                   [full_f / 3 * sx, (full_cx / 3 + 0.5) * sx - 0.5,
-                                    full_f / 3 * sy, ((full_cy - 60) / 3 + 0.5) * sy - 0.5])
+                                   [full_f / 3 * sx, (bin_cx + 0.5) * sx - 0.5,
+                                    full_f / 3 * sy, (bin_cy + 0.5) * sy - 0.5])
         np.testing.assert_allclose(info.p[0], info.k[0])
     finally:
         assert all(r.successful for r in probe.set_parameters(output_resolution="input"))
