@@ -139,6 +139,33 @@ def build_geometry_settings(values: dict) -> GeometrySettings:
         grid_boundary_cost=int(values["grid_boundary_cost"]))
 
 
+_TF_LOCK = threading.Lock()
+
+
+def shared_tf_buffer(node):
+    """The node's tf2 Buffer, with one TransformListener: shared by its cameras, made on first use.
+
+    The listener's subscriptions are spun by the node's own executor (spin_thread=False):
+    tf2_ros_py's TransformListener(spin_thread=True) would add the whole node to a second executor
+    (transform_listener.py, TransformListener.__init__), and its image callbacks with it.
+    """
+    with _TF_LOCK:
+        tf = getattr(node, "_seg_tf", None)
+        if tf is None:
+            buffer = tf2_ros.Buffer()
+            tf = node._seg_tf = (buffer, tf2_ros.TransformListener(buffer, node, spin_thread=False))
+        return tf[0]
+
+
+def release_tf(node) -> None:
+    """Drop the node's TF listener (its subscriptions), if it has one."""
+    with _TF_LOCK:
+        tf = getattr(node, "_seg_tf", None)
+        if tf is not None:
+            tf[1].unregister()
+            node._seg_tf = None
+
+
 class GeometryProblem(Exception):
     """Why this frame has no geometric outputs; `key` groups it for the rate-limited log."""
 
@@ -174,8 +201,6 @@ class GeometryOutputs:
         self._projection_key = None
         self._projection: GroundProjection | None = None
         self._cloud: OrganizedCloud | None = None
-        self._tf_buffer = None
-        self._tf_listener = None
         self._log = ThrottledWarnings(lambda text: node.get_logger().warning(text), period=PROBLEM_LOG_PERIOD,
                                       repeats="more frames since the last report")
         self.lock = threading.Lock()
@@ -201,9 +226,7 @@ class GeometryOutputs:
         for pub in (self.pub_info, self.pub_points, self.pub_scan, self.pub_free_scan, self.pub_obstacles,
                     self.pub_grid):
             self.node.destroy_publisher(pub)
-        if self._tf_listener is not None:
-            self._tf_listener.unregister()
-            self._tf_listener = self._tf_buffer = None
+        release_tf(self.node)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_cond:
@@ -252,12 +275,12 @@ class GeometryOutputs:
         if tf2_ros is None:
             raise GeometryProblem("extrinsics", "no camera pose: set camera_position and camera_rpy "
                                   "(tf2_ros is not installed, so TF cannot give it)")
-        if self._tf_buffer is None:
-            self._tf_buffer = tf2_ros.Buffer()
-            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self.node, spin_thread=True)
+        buffer = shared_tf_buffer(self.node)
         try:
-            tf = self._tf_buffer.lookup_transform(settings.base_frame, header.frame_id, Time.from_msg(header.stamp),
-                                                  timeout=Duration(seconds=settings.tf_timeout))
+            # Buffer.can_transform (tf2_ros_py buffer.py) polls with sleeps on the system clock: this runs on
+            # a worker thread, so the node's executor keeps feeding /tf meanwhile.
+            tf = buffer.lookup_transform(settings.base_frame, header.frame_id, Time.from_msg(header.stamp),
+                                         timeout=Duration(seconds=settings.tf_timeout))
         except tf2_ros.TransformException as exc:
             raise GeometryProblem("tf", f"TF lookup {settings.base_frame} <- '{header.frame_id}' failed: "
                                   f"{exc}") from None
