@@ -455,3 +455,27 @@ def test_skewed_k_is_honoured_both_ways(model, d):
     # the skew is not ignored: the skew-free camera sees a pixel 4 * y_d to the right
     shifted = plain.project(np.column_stack([rays, np.ones(len(rays))]))
     assert np.abs(shifted[:, 0] - pixels[:, 0]).max() > 1.0
+
+
+def test_a_camera_facing_back_gets_a_contiguous_scan():
+    """A rear camera (yaw pi) sees bearings on both sides of +-pi: wrapped, its beams spread over the whole
+    circle (spacing 0.0098 instead of 0.0017 rad, most beams NaN); unwrapped, it gets the front camera's scan.
+    """
+    camera = CameraModel.from_camera_info(width=640, height=360, k=[500.0, 0, 319.5, 0, 500.0, 179.5, 0, 0, 1])
+    front = GroundProjection(camera, CameraPose.from_position_rpy([0.7, 0.0, 1.0], [0.0, 0.1, 0.0]),
+                             max_range=30.0, grid=GRID)
+    rear = GroundProjection(camera, CameraPose.from_position_rpy([-0.7, 0.0, 1.0], [0.0, 0.1, math.pi]),
+                            max_range=30.0, grid=GRID)
+    assert rear.scan_beams == front.scan_beams == 640
+    assert rear.scan_increment == pytest.approx(front.scan_increment, rel=1e-4)
+    assert rear.scan_angle_min == pytest.approx(math.pi + front.scan_angle_min, abs=1e-4)
+    labels = np.zeros((360, 640), np.uint8)
+    labels[:150] = 1                                  # a wall across the view
+    drivable = (labels == 0).astype(np.uint8)
+    for proj in (front, rear):
+        ranges = fs.scan_ranges(proj, fs.find_boundary(proj, labels, drivable))
+        assert np.isnan(ranges).sum() <= 2
+    # the rear scan's beams point back: their end points lie behind the car
+    ranges = fs.scan_ranges(rear, fs.find_boundary(rear, labels, drivable))
+    angles = rear.scan_angle_min + rear.scan_increment * np.arange(rear.scan_beams)
+    assert (ranges * np.cos(angles) < -0.7)[np.isfinite(ranges)].all()
