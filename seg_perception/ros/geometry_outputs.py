@@ -61,7 +61,8 @@ GEOMETRY_PARAMETERS: dict[str, tuple[int, object, dict]] = {
         "Seconds a frame waits for its TF transform (when the camera pose comes from TF)"))),
     "max_range": (_D, 30.0, dict(float_range=(0.5, 1000.0), description=(
         "Metres from base_frame's origin beyond which ground points are not used: NaN in points, +inf "
-        "in scan, unknown in grid. Range error grows as X^2/(f h) per row: see docs/planners.md"))),
+        "in scan (where the ground stays in view out to it), where free_scan ends, unknown in grid. "
+        "Range error grows as X^2/(f h) per row: see docs/planners.md"))),
     "points_stride": (_I, 1, dict(int_range=(1, 64), description=(
         "segmentation/points keeps every n-th row and column (1 = the labels' width and height, as "
         "Nav2's semantic segmentation layer needs)"))),
