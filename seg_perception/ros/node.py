@@ -17,7 +17,8 @@ namespace never collide, and a second node of the same name refuses to start):
   out  segmentation/overlay        rgb8, class colours blended over the frame
   out  segmentation/camera_info    CameraInfo of the label images (their size; K, P scaled)
   out  segmentation/points         PointCloud2, organized like the labels: ground point per pixel
-  out  segmentation/scan           LaserScan in base_frame: the free-space boundary
+  out  segmentation/scan           LaserScan in base_frame: the free-space boundary (marks)
+  out  segmentation/free_scan      LaserScan in base_frame: how far the ground was seen free (clears)
   out  segmentation/obstacles      PointCloud2: contact points of obstacle classes
   out  segmentation/grid           OccupancyGrid in base_frame: one frame's free space
   out  /diagnostics                diagnostic_msgs/DiagnosticArray
