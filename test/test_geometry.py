@@ -479,3 +479,17 @@ def test_a_camera_facing_back_gets_a_contiguous_scan():
     ranges = fs.scan_ranges(rear, fs.find_boundary(rear, labels, drivable))
     angles = rear.scan_angle_min + rear.scan_increment * np.arange(rear.scan_beams)
     assert (ranges * np.cos(angles) < -0.7)[np.isfinite(ranges)].all()
+
+
+def test_the_scan_free_distance_reads_nan_as_unseen():
+    """free_space_monitor's scan input: a boundary in the corridor ends the distance; +inf down the corridor
+    is free to range_max; a scan of NaN (a camera whose view ends short of range_max) frees nothing.
+    """
+    n = 101
+    angle_min, inc = -0.5, 0.01
+    kw = dict(corridor_width=2.0, corridor_start=1.0)
+    ranges = np.full(n, np.inf)
+    assert fs.scan_free_distance(ranges, angle_min, inc, 30.0, **kw) == pytest.approx(29.0)
+    ranges[50] = 12.0                                   # straight ahead
+    assert fs.scan_free_distance(ranges, angle_min, inc, 30.0, **kw) == pytest.approx(11.0)
+    assert fs.scan_free_distance(np.full(n, np.nan), angle_min, inc, 30.0, **kw) == 0.0

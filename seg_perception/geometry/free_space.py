@@ -201,12 +201,21 @@ def grid_free_distance(data: np.ndarray, *, width: int, height: int, resolution:
 
 def scan_free_distance(ranges: np.ndarray, angle_min: float, angle_increment: float, range_max: float, *,
                        corridor_width: float, corridor_start: float) -> float:
-    """Free metres ahead from the beams' end points inside the corridor; +inf beams clear to range_max."""
+    """Free metres ahead from the beams' end points inside the corridor (segmentation/scan's meaning).
+
+    Without a boundary in the corridor: range_max if a beam down the corridor is +inf (free to
+    range_max), else 0: NaN beams saw nothing (the view ends short of range_max), as the grid's
+    unknown cells, so they clear nothing.
+    """
     r = np.asarray(ranges, np.float64)
     angles = angle_min + angle_increment * np.arange(len(r))
     hits = np.isfinite(r)
-    x, y = r * np.cos(angles), r * np.sin(angles)
+    with np.errstate(invalid="ignore"):
+        x, y = r * np.cos(angles), r * np.sin(angles)
     inside = hits & (np.abs(y) <= corridor_width / 2) & (x >= corridor_start)
     if inside.any():
         return max(float(x[inside].min()) - corridor_start, 0.0)
-    return max(float(range_max) - corridor_start, 0.0)
+    down_corridor = np.abs(range_max * np.sin(angles)) <= corridor_width / 2
+    if (np.isposinf(r) & down_corridor & (np.cos(angles) > 0)).any():
+        return max(float(range_max) - corridor_start, 0.0)
+    return 0.0
