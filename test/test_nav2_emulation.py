@@ -84,8 +84,9 @@ class Costmap:
         offset = min_y0 * self.size_x + min_x0
         dx, dy = x1 - min_x0, y1 - min_y0
         abs_dx, abs_dy = abs(dx), abs(dy)
-        offset_dx = (dx > 0) - (dx < 0)
-        offset_dy = ((dy > 0) - (dy < 0)) * self.size_x
+        sign = lambda v: 1 if v > 0 else -1                           # noqa: E731  Costmap2D::sign: sign(0) = -1
+        offset_dx = sign(dx)
+        offset_dy = sign(dy) * self.size_x
         scale = 1.0 if dist == 0.0 else min(1.0, max_length / dist)
         if abs_dx >= abs_dy:
             self._bresenham(abs_dx, abs_dy, abs_dx // 2, offset_dx, offset_dy, offset, int(scale * abs_dx))
