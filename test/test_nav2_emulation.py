@@ -139,13 +139,18 @@ def buffer_cloud(points: np.ndarray, source: dict) -> Observation:
     return Observation(points[keep], (0.0, 0.0, 0.0), source)
 
 
-def obstacle_layer_update(costmap: Costmap, layer: dict, observations: list[Observation]) -> None:
+def obstacle_layer_update(costmap: Costmap, layer: dict, observations: list[Observation],
+                          marking_current: bool = True) -> None:
     """ObstacleLayer::updateBounds (obstacle_layer.cpp): raytraceFreespace for every clearing observation
-    first, then mark every marking observation's points.
+    first, then mark every marking observation's points. Its `current = current &&
+    getMarkingObservations(...)` then `current = current && getClearingObservations(...)` short-circuits:
+    while any marking buffer of the layer is stale (ObservationBuffer::isCurrent: not updated within
+    expected_update_rate), the clearing observations are never fetched and nothing is cleared.
     """
-    for obs in observations:
-        if _flag(obs.source, "clearing"):
-            raytrace_freespace(costmap, obs)
+    if marking_current:
+        for obs in observations:
+            if _flag(obs.source, "clearing"):
+                raytrace_freespace(costmap, obs)
     lo, hi = float(layer.get("min_obstacle_height", 0.0)), float(layer.get("max_obstacle_height", 2.0))
     for obs in observations:
         if not _flag(obs.source, "marking"):
@@ -199,30 +204,44 @@ def _flag(source: dict, key: str) -> bool:
     return value if isinstance(value, bool) else str(value).lower() == "true"
 
 
-def load_layer(config: dict) -> tuple[dict, dict]:
+def load_layers(config: dict) -> tuple[dict, list[dict]]:
+    """The costmap's parameters and its ObstacleLayer plugins (one per camera in the multi-camera example)."""
     params = config["local_costmap"]["local_costmap"]["ros__parameters"]
-    return params, params["camera_obstacles"]
+    return params, [params[name] for name in params["plugins"]
+                     if params[name].get("plugin") == "nav2_costmap_2d::ObstacleLayer"]
 
 
-def emulate(params: dict, layer: dict, messages: dict) -> Costmap:
-    """One costmap update from one message per observation source (observation_persistence 0); sources
-    on other cameras' topics (not in `messages`) have nothing buffered.
+def load_layer(config: dict) -> tuple[dict, dict]:
+    params, layers = load_layers(config)
+    return params, layers[0]
+
+
+def emulate(params: dict, layers, messages: dict) -> Costmap:
+    """One update of every ObstacleLayer from one message per observation source (observation_persistence 0).
+
+    Sources on topics not in `messages` received nothing: stale when they have an expected_update_rate.
+    The layers' costmaps combine into the master by maximum (combination_method 1, updateWithMax), so
+    a cell is marked if any layer marked it and free if some layer cleared it and none marked it: one
+    shared Costmap (cleared and marked kept apart) gives the same.
     """
     costmap = Costmap(params)
-    observations = []
-    for name in layer["observation_sources"].split():  # whitespace-separated, as ObstacleLayer::onInitialize
-        source = layer[name]
-        msg = messages.get(source["topic"])
-        if msg is None:
-            continue
-        if source["data_type"] == "LaserScan":
-            points = scan_to_cloud(msg, _flag(source, "inf_is_valid"))
-        else:
-            cloud = np.frombuffer(msg.data, OrganizedCloud.DTYPE)
-            points = np.column_stack([cloud["x"], cloud["y"], cloud["z"]]).astype(np.float64)
-            points = points[np.isfinite(points).all(axis=1)]
-        observations.append(buffer_cloud(points, source))
-    obstacle_layer_update(costmap, layer, observations)
+    for layer in [layers] if isinstance(layers, dict) else layers:
+        observations, current = [], True
+        for name in layer["observation_sources"].split():  # whitespace-separated, as ObstacleLayer::onInitialize
+            source = layer[name]
+            msg = messages.get(source["topic"])
+            if msg is None:
+                if _flag(source, "marking") and float(source.get("expected_update_rate", 0.0)) > 0:
+                    current = False
+                continue
+            if source["data_type"] == "LaserScan":
+                points = scan_to_cloud(msg, _flag(source, "inf_is_valid"))
+            else:
+                cloud = np.frombuffer(msg.data, OrganizedCloud.DTYPE)
+                points = np.column_stack([cloud["x"], cloud["y"], cloud["z"]]).astype(np.float64)
+                points = points[np.isfinite(points).all(axis=1)]
+            observations.append(buffer_cloud(points, source))
+        obstacle_layer_update(costmap, layer, observations, current)
     return costmap
 
 
@@ -362,10 +381,10 @@ def _messages(out: dict, namespace: str = "") -> dict:
 @pytest.mark.parametrize("pose", list(POSES))
 def test_the_example_config_marks_boundaries_and_clears_only_seen_ground(outputs, pose):
     for path, namespace in CONFIGS[pose]:
-        params, layer = load_layer(yaml.safe_load(path.read_text()))
+        params, layers = load_layers(yaml.safe_load(path.read_text()))
         for out in outputs[pose]:
             truth = Truth(*POSES[pose], to_array(out["labels"]))
-            result = truth.judge(emulate(params, layer, _messages(out, namespace)))
+            result = truth.judge(emulate(params, layers, _messages(out, namespace)))
             print(pose, path.name, namespace, result)
             # The pitched camera sees the road of these frames only from 2.9 to about 3.2 m: few cells.
             assert result["marked"] > 20 and result["cleared"] > (200 if pose == "level" else 5), result
@@ -374,7 +393,7 @@ def test_the_example_config_marks_boundaries_and_clears_only_seen_ground(outputs
             assert result["contacts_marked"] >= 0.70, result
             assert result["drivable_marked"] <= 0.02, result
             # the config's raytrace_min_range covers this camera's blind strip
-            free_source = next(v for v in layer.values() if isinstance(v, dict)
+            free_source = next(v for layer in layers for v in layer.values() if isinstance(v, dict)
                                and v.get("topic") == namespace + "/segmentation/free_scan")
             assert out["free_scan"].range_min <= float(free_source["raytrace_min_range"])
     # The pitched camera's view ends short of max_range: its scan has no +inf, its free_scan ends there.
@@ -399,3 +418,21 @@ def test_the_former_config_fails_the_same_check(outputs):
     result = truth.judge(emulate(params, former, _messages(out)))
     assert np.isposinf(np.array(out["scan"].ranges)).any()
     assert result["phantom"] > 0.02 and result["bad_clear"] > 0.02 and result["blind_clear"] > 100, result
+
+
+def test_one_layer_for_every_camera_clears_nothing_while_a_camera_is_silent(outputs):
+    """Why the multi-camera example has one ObstacleLayer per camera: merged into one layer, the silent
+    cameras' stale marking sources stop the clearing of the camera that does send (ObstacleLayer::updateBounds).
+    """
+    params, layers = load_layers(yaml.safe_load(MULTI_CONFIG.read_text()))
+    merged = {"observation_sources": " ".join(f"{layer['scan']['topic'].split('/')[1]}_{name}"
+                                              for layer in layers for name in layer["observation_sources"].split()),
+              "min_obstacle_height": -0.5, "max_obstacle_height": 2.0}
+    for layer in layers:
+        for name in layer["observation_sources"].split():
+            merged[f"{layer['scan']['topic'].split('/')[1]}_{name}"] = layer[name]
+    out = outputs["level"][0]
+    truth = Truth(*POSES["level"], to_array(out["labels"]))
+    apart = truth.judge(emulate(params, layers, _messages(out, "/front")))
+    together = truth.judge(emulate(params, merged, _messages(out, "/front")))
+    assert apart["cleared"] > 200 and together["cleared"] == 0 and together["marked"] == apart["marked"]
