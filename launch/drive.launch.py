@@ -52,6 +52,8 @@ def _nodes(context):
     for name in ("camera_position", "camera_rpy"):
         if arg(name):
             overrides[name] = _float_list(arg(name), name)
+    # Sim time: the node's clock follows /clock (diagnostics, logs, TF's cache); outputs keep the frame's stamp.
+    overrides["use_sim_time"] = arg("use_sim_time") == "true"
     managed = arg("managed") == "true"
     if managed:
         overrides["autostart"] = arg("autostart") == "true"
@@ -74,7 +76,8 @@ def _nodes(context):
         executable="free_space_monitor",
         name="free_space_monitor",
         namespace=arg("namespace"),
-        parameters=[{"corridor_width": float(arg("corridor_width")), "stop_distance": float(arg("stop_distance"))}],
+        parameters=[{"corridor_width": float(arg("corridor_width")), "stop_distance": float(arg("stop_distance")),
+                     "use_sim_time": arg("use_sim_time") == "true"}],
         condition=IfCondition(arg("free_space_monitor")),
         output="screen",
         emulate_tty=True,
@@ -107,6 +110,10 @@ def generate_launch_description() -> LaunchDescription:
             "camera_rpy", default_value="",
             description="Camera roll, pitch, yaw in base_frame \"[r, p, y]\" radians (positive pitch looks "
                         "down); give it with camera_position; empty = params_file's, or TF"),
+        DeclareLaunchArgument(
+            "use_sim_time", default_value="false", choices=["true", "false"],
+            description="Use the /clock topic (simulation, bag replay with --clock) as every node's clock; the "
+                        "outputs carry their input frame's stamp either way"),
         DeclareLaunchArgument(
             "managed", default_value="false", choices=["true", "false"],
             description="Start segmentation_lifecycle_node, a managed (lifecycle) node, instead of segmentation_node"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 from synthetic_scene import CAR, ROAD, WALL, Box, first_hit_range, render
@@ -247,22 +248,23 @@ def test_bad_camera_info_is_named(kwargs, match):
 def test_camera_info_scaling_with_binning_and_roi():
     full = dict(width=1280, height=960, k=[1000.0, 0, 640.0, 0, 1000.0, 480.0, 0, 0, 1],
                 d=[-0.2, 0.05, 0, 0, 0], distortion_model="plumb_bob")
-    # ROI then 2x binning: the published image is 320x240 (image_geometry's rule).
+    # ROI then 2x binning: the published image is 320x240 (image_geometry's size rule); a super-pixel
+    # lies at its sensor pixels' mean centre: cx = (640 - 320 + 0.5) / 2 - 0.5 (image_geometry: 160).
     cam = CameraModel.from_camera_info(**full, binning_x=2, binning_y=2, roi=(320, 240, 640, 480))
     assert (cam.width, cam.height) == (320, 240)
-    np.testing.assert_allclose(cam.K, [[500, 0, 160], [0, 500, 120], [0, 0, 1]])
+    np.testing.assert_allclose(cam.K, [[500, 0, 159.75], [0, 500, 119.75], [0, 0, 1]])
     cam.check_image_size(320, 240)
     with pytest.raises(CameraModelError, match="640x480"):
         cam.check_image_size(640, 480)
     # The same sensor point is seen at corresponding pixels in the full and the binned image.
     fullcam = CameraModel.from_camera_info(**full)
     ray = fullcam.undistort(np.array([[900.0, 700.0]]))
-    ray2 = cam.undistort(np.array([[(900.0 - 320) / 2, (700.0 - 240) / 2]]))
+    ray2 = cam.undistort(np.array([[(900.0 - 320 + 0.5) / 2 - 0.5, (700.0 - 240 + 0.5) / 2 - 0.5]]))
     np.testing.assert_allclose(ray, ray2, atol=1e-9)
     # Resized for the network (pixel centres onto pixel centres) and back.
     small = cam.scaled(160, 120)
     assert (small.width, small.height) == (160, 120)
-    np.testing.assert_allclose(small.K[0], [250, 0, (160 + 0.5) * 0.5 - 0.5])
+    np.testing.assert_allclose(small.K[0], [250, 0, (159.75 + 0.5) * 0.5 - 0.5])
     np.testing.assert_allclose(small.undistort(np.array([[79.5, 59.5]])), cam.undistort(np.array([[159.5, 119.5]])),
                                atol=1e-9)
     assert small.scaled(320, 240).K == pytest.approx(cam.K)
@@ -375,3 +377,119 @@ def test_fuzzed_node_parameters_raise_only_value_errors():
             assert str(exc)
 
     check()
+
+
+# -- lens regressions (issue #20) ----------------------------------------------------------------------
+
+def test_equidistant_pixels_90_degrees_off_axis_get_no_ray_not_a_reversed_one():
+    """OpenCV's fisheye undistortion clips theta at pi/2 and returns x/z of a ray behind the lens: on this
+    1280x960, f = 390 lens (a field of view past 180 deg) a level camera then saw 'ground' 1.29 m away.
+    """
+    f = 390.0
+    cam = CameraModel.from_camera_info(width=1280, height=960, k=[f, 0, 639.5, 0, f, 479.5, 0, 0, 1],
+                                       d=[0.0, 0.0, 0.0, 0.0], distortion_model="equidistant")
+    assert cam.distortion_model == "equidistant"           # zero D: still a fisheye, not a pinhole
+    u = np.arange(1280.0)
+    theta = np.abs(u - 639.5) / f                          # zero D: theta = r / f
+    rays = cam.undistort(np.column_stack([u, np.full_like(u, 479.5)])).reshape(-1, 2)
+    past = theta >= math.pi / 2 - 1e-6
+    assert past.sum() > 40 and np.isnan(rays[past]).all()
+    np.testing.assert_allclose(np.abs(rays[~past, 0]), np.tan(theta[~past]), rtol=1e-6, atol=1e-9)
+    # A level camera on it over open road: the frame is road inside the lens's 90 deg circle and dark
+    # (not drivable) beyond it. Reversed rays put those dark pixels on the ground around the car, a
+    # boundary in most columns; without rays they are no ground, and there is no boundary at all.
+    vv, uu = np.mgrid[0:960, 0:1280].astype(np.float64)
+    outside = np.hypot(uu - 639.5, vv - 479.5) / f >= math.pi / 2
+    labels = np.where(outside, 1, 0).astype(np.uint8)
+    proj = GroundProjection(cam, CameraPose.from_position_rpy([0.0, 0.0, 1.4], [0.0, 0.0, 0.0]), max_range=30.0,
+                            grid=GRID)
+    assert not proj.valid[outside].any()
+    boundary = fs.find_boundary(proj, labels, (labels == 0).astype(np.uint8))
+    assert not boundary.hit.any(), np.flatnonzero(boundary.hit).size
+
+
+def test_strong_barrel_undistortion_converges_to_a_thousandth_of_a_pixel():
+    """k1 = -0.37 on a 2048x1536 camera: OpenCV's 50 fixed-point iterations leave pixels off by several
+    pixels at the corners; Newton's method on the forward model reaches 1e-3 px everywhere.
+    """
+    cam = CameraModel.from_camera_info(width=2048, height=1536, k=[1000.0, 0, 1023.5, 0, 1000.0, 767.5, 0, 0, 1],
+                                       d=[-0.37, 0.12, 0.0, 0.0, 0.0], distortion_model="plumb_bob")
+    vv, uu = np.mgrid[0:1536:7, 0:2048:7].astype(np.float64)
+    pixels = np.column_stack([uu.ravel(), vv.ravel()])
+    rays = cam.undistort(pixels).reshape(-1, 2)
+    assert np.isfinite(rays).all()
+    back = cam.project(np.column_stack([rays, np.ones(len(rays))]))
+    assert np.abs(back - pixels).max() <= 1e-3
+    fixed_point = cv2.undistortPoints(pixels.reshape(-1, 1, 2), cam.K, cam.D,
+                                      criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9))
+    off = cam.project(np.column_stack([fixed_point.reshape(-1, 2), np.ones(len(rays))]))
+    assert np.abs(off - pixels).max() > 1.0                # the failing case this guards against
+
+
+def test_binning_and_resizing_share_one_convention():
+    """A 2x-binned image and the full image resized to half size are the same pixels: one camera model."""
+    full = CameraModel.from_camera_info(width=1280, height=960, k=[1000.0, 0, 640.3, 0, 1001.0, 480.7, 0, 0, 1],
+                                        d=[-0.2, 0.05, 0.001, -0.001, 0.0], distortion_model="plumb_bob")
+    binned = CameraModel.from_camera_info(width=1280, height=960, k=full.K.ravel(), d=full.D,
+                                          distortion_model="plumb_bob", binning_x=2, binning_y=2)
+    np.testing.assert_allclose(binned.K, full.scaled(640, 480).K, atol=1e-12)
+    # super-pixel j is seen where its two sensor pixels' centres average: 2 j + 0.5
+    j = np.array([[10.0, 20.0], [300.0, 200.0]])
+    np.testing.assert_allclose(binned.undistort(j), full.undistort(2 * j + 0.5), atol=1e-12)
+
+
+@pytest.mark.parametrize("model, d", [("plumb_bob", []), ("plumb_bob", [-0.2, 0.05, 0.001, -0.001, 0.0]),
+                                      ("rational_polynomial", [-0.2, 0.05, 0.001, -0.001, 0.0, 0.01, 0.0, 0.0]),
+                                      ("equidistant", [0.05, -0.01, 0.002, 0.0])])
+def test_skewed_k_is_honoured_both_ways(model, d):
+    """K[0,1] != 0 moves every pixel by skew * y; undistort and project must agree on it for every lens."""
+    k = [800.0, 4.0, 640.0, 0.0, 790.0, 360.0, 0.0, 0.0, 1.0]
+    cam = CameraModel.from_camera_info(width=1280, height=720, k=k, d=d, distortion_model=model)
+    plain = CameraModel.from_camera_info(width=1280, height=720, k=[800.0, 0, 640.0, 0, 790.0, 360.0, 0, 0, 1], d=d,
+                                         distortion_model=model)
+    vv, uu = np.mgrid[0:720:37, 0:1280:41].astype(np.float64)
+    pixels = np.column_stack([uu.ravel(), vv.ravel()])
+    rays = cam.undistort(pixels).reshape(-1, 2)
+    back = cam.project(np.column_stack([rays, np.ones(len(rays))]))
+    np.testing.assert_allclose(back, pixels, atol=1e-3)
+    # the skew is not ignored: the skew-free camera sees a pixel 4 * y_d to the right
+    shifted = plain.project(np.column_stack([rays, np.ones(len(rays))]))
+    assert np.abs(shifted[:, 0] - pixels[:, 0]).max() > 1.0
+
+
+def test_a_camera_facing_back_gets_a_contiguous_scan():
+    """A rear camera (yaw pi) sees bearings on both sides of +-pi: wrapped, its beams spread over the whole
+    circle (spacing 0.0098 instead of 0.0017 rad, most beams NaN); unwrapped, it gets the front camera's scan.
+    """
+    camera = CameraModel.from_camera_info(width=640, height=360, k=[500.0, 0, 319.5, 0, 500.0, 179.5, 0, 0, 1])
+    front = GroundProjection(camera, CameraPose.from_position_rpy([0.7, 0.0, 1.0], [0.0, 0.1, 0.0]),
+                             max_range=30.0, grid=GRID)
+    rear = GroundProjection(camera, CameraPose.from_position_rpy([-0.7, 0.0, 1.0], [0.0, 0.1, math.pi]),
+                            max_range=30.0, grid=GRID)
+    assert rear.scan_beams == front.scan_beams == 640
+    assert rear.scan_increment == pytest.approx(front.scan_increment, rel=1e-4)
+    assert rear.scan_angle_min == pytest.approx(math.pi + front.scan_angle_min, abs=1e-4)
+    labels = np.zeros((360, 640), np.uint8)
+    labels[:150] = 1                                  # a wall across the view
+    drivable = (labels == 0).astype(np.uint8)
+    for proj in (front, rear):
+        ranges = fs.scan_ranges(proj, fs.find_boundary(proj, labels, drivable))
+        assert np.isnan(ranges).sum() <= 2
+    # the rear scan's beams point back: their end points lie behind the car
+    ranges = fs.scan_ranges(rear, fs.find_boundary(rear, labels, drivable))
+    angles = rear.scan_angle_min + rear.scan_increment * np.arange(rear.scan_beams)
+    assert (ranges * np.cos(angles) < -0.7)[np.isfinite(ranges)].all()
+
+
+def test_the_scan_free_distance_reads_nan_as_unseen():
+    """free_space_monitor's scan input: a boundary in the corridor ends the distance; +inf down the corridor
+    is free to range_max; a scan of NaN (a camera whose view ends short of range_max) frees nothing.
+    """
+    n = 101
+    angle_min, inc = -0.5, 0.01
+    kw = dict(corridor_width=2.0, corridor_start=1.0)
+    ranges = np.full(n, np.inf)
+    assert fs.scan_free_distance(ranges, angle_min, inc, 30.0, **kw) == pytest.approx(29.0)
+    ranges[50] = 12.0                                   # straight ahead
+    assert fs.scan_free_distance(ranges, angle_min, inc, 30.0, **kw) == pytest.approx(11.0)
+    assert fs.scan_free_distance(np.full(n, np.nan), angle_min, inc, 30.0, **kw) == 0.0

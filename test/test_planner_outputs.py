@@ -48,8 +48,8 @@ STOP_DISTANCE = 8.0
 RELIABLE = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
 START_TIMEOUT = 180.0
 TIMEOUT = 60.0
-GEOMETRIC = {"camera_info": CameraInfo, "points": PointCloud2, "scan": LaserScan, "obstacles": PointCloud2,
-             "grid": OccupancyGrid}
+GEOMETRIC = {"camera_info": CameraInfo, "points": PointCloud2, "scan": LaserScan, "free_scan": LaserScan,
+             "obstacles": PointCloud2, "grid": OccupancyGrid}
 IMAGES = ("labels", "confidence")
 
 
@@ -224,6 +224,11 @@ def test_every_output_arrives_stamped_and_consistent_with_the_labels(geo_node, f
         np.testing.assert_array_equal(np.array(scan.ranges, np.float32), fs.scan_ranges(proj, boundary))
         assert scan.angle_min == pytest.approx(proj.scan_angle_min) and scan.range_max == pytest.approx(MAX_RANGE)
         assert np.isfinite(np.array(scan.ranges)).any()
+        # free_scan: how far each beam's ground was seen, never +inf; range_min the blind range.
+        free = out["free_scan"]
+        np.testing.assert_array_equal(np.array(free.ranges, np.float32), fs.free_ranges(proj, boundary))
+        assert not np.isinf(np.array(free.ranges)).any() and np.isfinite(np.array(free.ranges)).mean() > 0.5
+        assert free.range_min == pytest.approx(proj.blind_range - 1e-3, abs=1e-4) and free.range_max > MAX_RANGE
         grid = out["grid"]
         assert (grid.info.width, grid.info.height, grid.info.resolution) == (400, 300, pytest.approx(0.1))
         assert (grid.info.origin.position.x, grid.info.origin.position.y) == (0.0, -15.0)
@@ -285,8 +290,10 @@ def test_camera_info_follows_both_output_resolutions_with_binning_and_roi(geo_no
     info = out["camera_info"]
     assert (info.width, info.height) == (320, 200) == (out["labels"].width, out["labels"].height)
     assert (out["points"].width, out["points"].height) == (320, 200)
+    # binned by pixel centres (camera_model.py): a super-pixel lies at its sensor pixels' mean centre
+    bin_cx, bin_cy = (full_cx + 0.5) / 3 - 0.5, (full_cy - 60 + 0.5) / 3 - 0.5
     np.testing.assert_allclose([info.k[0], info.k[2], info.k[4], info.k[5]],
-                               [full_f / 3, full_cx / 3, full_f / 3, (full_cy - 60) / 3])
+                               [full_f / 3, bin_cx, full_f / 3, bin_cy])
     assert (info.binning_x, info.binning_y, info.roi.width) == (0, 0, 0)
     try:
         assert all(r.successful for r in probe.set_parameters(output_resolution="network"))
@@ -297,8 +304,8 @@ def test_camera_info_follows_both_output_resolutions_with_binning_and_roi(geo_no
         assert (out["points"].width, out["points"].height) == (w, h)
         sx, sy = w / 320, h / 200
         np.testing.assert_allclose([info.k[0], info.k[2], info.k[4], info.k[5]],
-                                   [full_f / 3 * sx, (full_cx / 3 + 0.5) * sx - 0.5,
-                                    full_f / 3 * sy, ((full_cy - 60) / 3 + 0.5) * sy - 0.5])
+                                   [full_f / 3 * sx, (bin_cx + 0.5) * sx - 0.5,
+                                    full_f / 3 * sy, (bin_cy + 0.5) * sy - 0.5])
         np.testing.assert_allclose(info.p[0], info.k[0])
     finally:
         assert all(r.successful for r in probe.set_parameters(output_resolution="input"))
@@ -380,6 +387,39 @@ def test_without_camera_info_or_extrinsics_the_image_outputs_go_on(ros_env, tmp_
         except ImportError:
             assert "tf2_ros is not installed" in status.message and "camera_position" in status.message
         assert proc.alive()
+    finally:
+        probe.close()
+        assert proc.stop(signal.SIGINT) == 0, proc.output()
+
+
+def test_under_sim_time_every_output_keeps_the_frame_stamp(ros_env, tmp_path, frames):
+    """use_sim_time (launch files' use_sim_time:=true) with /clock far from the frames' stamps: the outputs
+    carry their frame's stamp, /diagnostics the sim clock's time.
+    """
+    from rosgraph_msgs.msg import Clock
+    params = {"model": "camvid", "qos_reliability": "reliable", "diagnostics_period": 0.5, "use_sim_time": True,
+              "base_frame": BASE, "camera_position": str(POSITION), "camera_rpy": str(RPY), "camera_info_wait": 0.2}
+    proc = NodeProcess(node_args(params=params, remaps={"image": CAMERA, "camera_info": INFO, "__ns": "/sim"}),
+                       tmp_path / "node.log")
+    probe = GeoProbe("sim", namespace="/sim/segmentation")
+    probe.proc = proc
+    clock = probe.node.create_publisher(Clock, "/clock", 10)
+    try:
+        assert wait_for(lambda: not proc.alive() or probe.pub_image.get_subscription_count() > 0
+                        and probe.subs["scan"].get_publisher_count() > 0, START_TIMEOUT, probe.spin), proc.output()
+        for _ in range(5):
+            clock.publish(Clock(clock=Time(sec=5000, nanosec=0)))
+            probe.spin(0.1)
+        header = probe.header()
+        key = probe.send(frames[0], camera_info(header), header)
+        out = probe.wait(key, IMAGES + ("scan", "free_scan", "obstacles", "grid", "points", "camera_info"))
+        for name, msg in out.items():
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == key, name
+        assert out["grid"].info.map_load_time == header.stamp
+        clock.publish(Clock(clock=Time(sec=5001, nanosec=0)))
+        marker = len(probe.diagnostics)
+        assert wait_for(lambda: any(5000 <= d.header.stamp.sec <= 5002 for d in probe.diagnostics[marker:]), 20.0,
+                        lambda t: (clock.publish(Clock(clock=Time(sec=5001, nanosec=0))), probe.spin(t)))
     finally:
         probe.close()
         assert proc.stop(signal.SIGINT) == 0, proc.output()

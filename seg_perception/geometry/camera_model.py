@@ -6,13 +6,24 @@ ROS-free: built from CameraInfo's fields (plain numbers), so the node, the CLI a
 tests share one validated model. Conventions follow sensor_msgs/CameraInfo and
 image_geometry: `width`/`height`, K, D and P describe the full-resolution calibration;
 the ROI (in full-resolution pixels) and then binning make the published image, and
-image_geometry folds them into K and P as fx/bx, (cx - x_offset)/bx. Resizing that image
-to another output size maps pixel centres onto pixel centres (as cv2.resize does).
-Distortion coefficients act on normalised coordinates, so one D serves every such
-affinely mapped K.
+binning is folded in by pixel centres: a super-pixel of bx sensor pixels lies at their mean
+centre, so u_binned = (u_full - x_offset + 0.5) / bx - 0.5 (image_geometry's fx/bx,
+(cx - x_offset)/bx puts it at their first pixel's corner, a quarter pixel off at binning 2).
+Resizing to another output size maps pixel centres onto pixel centres too (as cv2.resize
+does): one convention everywhere. Distortion coefficients act on normalised coordinates, so
+one D serves every such affinely mapped K.
+
+The lens models are written here from their formulas (OpenCV's and CameraInfo's
+conventions), both ways, so that projecting and undistorting agree: K's skew K[0,1] is
+honoured by both (OpenCV's undistortPoints and projectPoints ignore it), undistortion is
+solved by Newton's method to 1e-3 px or the pixel gets no ray (NaN: beyond the lens model's
+fold, where no ray maps to it), and an equidistant pixel 90 degrees or more off the optical
+axis gets no ray (a unit-depth ray cannot point sideways or back; OpenCV's fisheye
+undistortion clips theta at pi/2 and returns a reversed ray).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -20,8 +31,9 @@ import numpy as np
 
 #: CameraInfo distortion_model -> the number of coefficients in D (an empty D means none).
 DISTORTION_MODELS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
-#: Undistortion iterations: exact to well under a thousandth of a pixel for lenses ROS drivers ship.
-_UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
+#: Undistortion: Newton iterations at most, and the reprojection error (pixels) a ray must reach.
+_NEWTON_ITERATIONS = 60
+_UNDISTORT_TOLERANCE_PX = 1e-3
 
 
 class CameraModelError(ValueError):
@@ -67,8 +79,8 @@ class CameraModel:
         D = np.asarray(d if d is not None else (), np.float64).reshape(-1)
         if not np.all(np.isfinite(D)):
             raise CameraModelError("D contains NaN or infinite values")
-        if D.size and not np.any(D):
-            D = D[:0]  # all-zero coefficients: no distortion, whatever the model says
+        if D.size and not np.any(D) and model != "equidistant":
+            D = D[:0]  # all-zero coefficients: a pinhole (an equidistant lens with zero D is still a fisheye)
         if D.size:
             if model not in DISTORTION_MODELS:
                 raise CameraModelError(f"distortion model '{model}' is not supported; supported: "
@@ -91,7 +103,8 @@ class CameraModel:
         if rw <= 0 or rh <= 0 or x0 < 0 or y0 < 0 or x0 + rw > width or y0 + rh > height:
             raise CameraModelError(f"ROI (x {x0}, y {y0}, {rw}x{rh}) does not lie inside the calibrated "
                                    f"{width}x{height} frame")
-        fold = np.array([[1 / bx, 0, -x0 / bx], [0, 1 / by, -y0 / by], [0, 0, 1]])
+        # Pixel centres: a super-pixel of bx sensor pixels is seen at their mean centre (module docstring).
+        fold = np.array([[1 / bx, 0, (0.5 - x0) / bx - 0.5], [0, 1 / by, (0.5 - y0) / by - 0.5], [0, 0, 1]])
         return cls(width=rw // bx, height=rh // by, K=fold @ K, P=fold @ P, D=D,
                    distortion_model=model if D.size else "plumb_bob")
 
@@ -122,31 +135,127 @@ class CameraModel:
         return np.concatenate([norm, np.ones(norm.shape[:2] + (1,))], axis=2)
 
     def undistort(self, pixels: np.ndarray) -> np.ndarray:
-        """Normalised image coordinates (x/z, y/z) of pixel positions, shape (N, 1, 2)."""
-        pts = np.ascontiguousarray(pixels, np.float64).reshape(-1, 1, 2)
-        if not self.D.size:  # pinhole: invert K (with its skew) directly
-            (fx, s, cx), (_, fy, cy) = self.K[0], self.K[1]
-            out = np.empty_like(pts)
-            out[..., 1] = (pts[..., 1] - cy) / fy
-            out[..., 0] = (pts[..., 0] - cx - s * out[..., 1]) / fx
-            return out
-        if self.distortion_model == "equidistant":
-            return cv2.fisheye.undistortPoints(pts, self.K, self.D, criteria=_UNDISTORT_CRITERIA)
-        return cv2.undistortPoints(pts, self.K, self.D, R=None, P=None, criteria=_UNDISTORT_CRITERIA)
+        """Normalised image coordinates (x/z, y/z) of pixel positions, shape (N, 1, 2); NaN where no ray
+        in front of the camera maps to the pixel (beyond the lens model's fold, or 90 deg off axis).
+        """
+        pts = np.ascontiguousarray(pixels, np.float64).reshape(-1, 2)
+        (fx, skew, cx), (_, fy, cy) = self.K[0], self.K[1]
+        yd = (pts[:, 1] - cy) / fy
+        xd = (pts[:, 0] - cx - skew * yd) / fx
+        if not self.D.size:
+            out = np.stack([xd, yd], axis=1)
+        elif self.distortion_model == "equidistant":
+            out = self._undistort_equidistant(xd, yd)
+        else:
+            out = self._undistort_polynomial(xd, yd)
+        return out.reshape(-1, 1, 2)
+
+    def _undistort_equidistant(self, xd: np.ndarray, yd: np.ndarray) -> np.ndarray:
+        """theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8), solved for theta in
+        [0, pi/2) by Newton's method; theta must be where theta_d still grows with it.
+        """
+        k1, k2, k3, k4 = self.D
+        rd = np.hypot(xd, yd)
+        f = lambda t: t * (1 + t**2 * (k1 + t**2 * (k2 + t**2 * (k3 + t**2 * k4))))          # noqa: E731
+        df = lambda t: 1 + t**2 * (3 * k1 + t**2 * (5 * k2 + t**2 * (7 * k3 + t**2 * 9 * k4)))  # noqa: E731
+        theta = np.minimum(rd, 1.5)
+        for _ in range(_NEWTON_ITERATIONS):
+            slope = df(theta)
+            step = np.where(slope > 1e-6, (f(theta) - rd) / np.where(slope > 1e-6, slope, 1.0), 0.0)
+            theta = np.clip(theta - np.clip(step, -0.2, 0.2), 0.0, math.pi / 2)
+        scale = max(abs(self.K[0, 0]), abs(self.K[1, 1]))
+        ok = ((np.abs(f(theta) - rd) * scale <= _UNDISTORT_TOLERANCE_PX) & (df(theta) > 0)
+              & (theta < math.pi / 2 - 1e-9))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(rd > 1e-12, np.tan(theta) / rd, 1.0)
+        out = np.stack([xd * gain, yd * gain], axis=1)
+        out[~ok] = np.nan
+        return out
+
+    def _undistort_polynomial(self, xd: np.ndarray, yd: np.ndarray) -> np.ndarray:
+        """plumb_bob / rational_polynomial inverted by Newton's method on the forward model (2x2 Jacobian
+        per point), from the distorted coordinates; points whose Jacobian folds over get no ray.
+        """
+        target = np.stack([xd, yd], axis=1)
+        # OpenCV's fixed-point iteration (without the skew, taken out above) is a fast first guess that
+        # is exact for ordinary lenses; Newton's method then finishes the points it left short.
+        fx, fy, cx, cy = self.K[0, 0], self.K[1, 1], self.K[0, 2], self.K[1, 2]
+        K0 = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+        guess = cv2.undistortPoints(np.stack([fx * xd + cx, fy * yd + cy], axis=1).reshape(-1, 1, 2), K0, self.D,
+                                    criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 1e-12))
+        x = guess.reshape(-1, 2).copy()
+        bad = ~np.isfinite(x).all(axis=1)
+        x[bad] = target[bad]
+        scale = max(abs(fx), abs(fy))
+        active = np.arange(len(x))
+        for _ in range(_NEWTON_ITERATIONS):
+            if not active.size:
+                break
+            p = x[active]
+            err = self._distort(p) - target[active]
+            done = np.abs(err).max(axis=1) * scale <= _UNDISTORT_TOLERANCE_PX * 0.1
+            J = self._jacobian(p)
+            det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
+            safe = np.abs(det) > 1e-12
+            det = np.where(safe, det, 1.0)
+            dx = (J[:, 1, 1] * err[:, 0] - J[:, 0, 1] * err[:, 1]) / det
+            dy = (-J[:, 1, 0] * err[:, 0] + J[:, 0, 0] * err[:, 1]) / det
+            step = np.stack([dx, dy], axis=1)
+            norm = np.hypot(dx, dy)
+            step *= np.minimum(1.0, 0.5 * (1.0 + np.hypot(p[:, 0], p[:, 1])) / np.maximum(norm, 1e-300))[:, None]
+            x[active] = np.where((safe & ~done)[:, None], p - step, p)
+            active = active[~done & safe]
+        err = np.abs(self._distort(x) - target).max(axis=1) * scale
+        J = self._jacobian(x)
+        det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
+        x[~((err <= _UNDISTORT_TOLERANCE_PX) & (det > 0))] = np.nan
+        return x
+
+    def _distort(self, p: np.ndarray) -> np.ndarray:
+        """Distorted normalised coordinates of undistorted ones (N, 2), plumb_bob or rational_polynomial."""
+        x, y = p[:, 0], p[:, 1]
+        D = self.D
+        k1, k2, p1, p2, k3 = D[:5]
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        if self.distortion_model == "rational_polynomial":
+            k4, k5, k6 = D[5:8]
+            radial = radial / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+        return np.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
+                         y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], axis=1)
+
+    def _jacobian(self, p: np.ndarray, h: float = 1e-7) -> np.ndarray:
+        """D distorted / d undistorted (N, 2, 2) by central differences."""
+        J = np.empty((len(p), 2, 2))
+        for k in range(2):
+            e = np.zeros(2)
+            e[k] = h
+            J[:, :, k] = (self._distort(p + e) - self._distort(p - e)) / (2 * h)
+        return J
 
     def project(self, points_optical: np.ndarray) -> np.ndarray:
-        """Pixel positions of 3-D points in the optical frame (N, 3) -> (N, 2); NaN behind the camera."""
-        pts = np.asarray(points_optical, np.float64).reshape(-1, 1, 3)
-        front = pts[:, 0, 2] > 1e-9
+        """Pixel positions of 3-D points in the optical frame (N, 3) -> (N, 2); NaN behind the camera
+        (and, for an equidistant lens, 90 deg or more off its axis, as undistort).
+        """
+        pts = np.asarray(points_optical, np.float64).reshape(-1, 3)
         out = np.full((pts.shape[0], 2), np.nan)
+        front = pts[:, 2] > 1e-9
         if not front.any():
             return out
-        zero = np.zeros(3)
-        if self.distortion_model == "equidistant" and self.D.size:
-            px, _ = cv2.fisheye.projectPoints(pts[front], zero, zero, self.K, self.D)
+        x, y = pts[front, 0] / pts[front, 2], pts[front, 1] / pts[front, 2]
+        if self.D.size and self.distortion_model == "equidistant":
+            r = np.hypot(x, y)
+            theta = np.arctan(r)
+            k1, k2, k3, k4 = self.D
+            theta_d = theta * (1 + theta**2 * (k1 + theta**2 * (k2 + theta**2 * (k3 + theta**2 * k4))))
+            gain = np.where(r > 1e-12, theta_d / np.where(r > 1e-12, r, 1.0), 1.0)
+            xd, yd = x * gain, y * gain
+        elif self.D.size:
+            xd, yd = self._distort(np.stack([x, y], axis=1)).T
         else:
-            px, _ = cv2.projectPoints(pts[front], zero, zero, self.K, self.D if self.D.size else None)
-        out[front] = px.reshape(-1, 2)
+            xd, yd = x, y
+        (fx, skew, cx), (_, fy, cy) = self.K[0], self.K[1]
+        out[front] = np.stack([fx * xd + skew * yd + cx, fy * yd + cy], axis=1)
         return out
 
     def key(self) -> tuple:

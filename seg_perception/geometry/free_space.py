@@ -56,22 +56,53 @@ def find_boundary(proj: GroundProjection, labels: np.ndarray, drivable: np.ndarr
 
 
 def scan_ranges(proj: GroundProjection, boundary: Boundary) -> np.ndarray:
-    """LaserScan ranges (float32, proj.scan_beams): the nearest boundary in each beam.
+    """LaserScan ranges (float32, proj.scan_beams) of `segmentation/scan`: the nearest boundary in each beam.
 
-    +inf where the beam's columns stay drivable out to max_range. A lone beam or two that no
-    column falls in (columns spread wider than beams at the edges of a wide-angle lens) take
-    the nearer of their neighbours; other beams without a column stay NaN (no information:
-    outside the view, or hidden by the camera's offset from base_frame's origin).
+    A finite range is an obstacle boundary seen at that distance, and nothing else. +inf only where
+    every column of the beam is drivable and sees ground out to max_range ("free to range_max", as
+    REP-117 and Nav2's inf_is_valid read it); NaN where a beam's ground view ends short of
+    max_range with no boundary (a camera pitched down, the image's top edge): no information, so
+    nothing is marked or cleared on it. A lone beam or two that no column falls in (columns spread
+    wider than beams at the edges of a wide-angle lens) take the nearer of their neighbours; other
+    beams without a column stay NaN (outside the view, or hidden by the camera's offset).
     """
+    seen = boundary.hit | proj.column_sees_max
+    ranges = _per_beam(proj, boundary, np.where(seen, boundary.range, np.nan))
+    short = ~seen & ~np.isnan(proj.column_far_bearing)       # drivable, but the view ends before max_range
+    if short.any():
+        beams = np.zeros(proj.scan_beams, bool)
+        beams[_beam_of(proj, proj.column_far_bearing[short])] = True
+        ranges[beams & np.isposinf(ranges)] = np.nan
+    return ranges
+
+
+def free_ranges(proj: GroundProjection, boundary: Boundary) -> np.ndarray:
+    """Ranges (float32, proj.scan_beams) of `segmentation/free_scan`: how far each beam's ground was seen free.
+
+    The boundary's distance where the beam has one, else the farthest ground its columns see (max_range
+    where that ground stays in view out to max_range); the nearest over the columns in a beam, so a
+    beam never claims more than all its columns saw. NaN where no column sees ground. Always finite
+    otherwise: a costmap's clearing source raytraces exactly as far as the ground was seen.
+    """
+    far = np.where(proj.column_sees_max, np.float32(proj.max_range), proj.column_far_range)
+    rng = np.where(boundary.hit, boundary.range, far)
+    return _per_beam(proj, boundary, rng)
+
+
+def _per_beam(proj: GroundProjection, boundary: Boundary, column_range: np.ndarray) -> np.ndarray:
+    """The smallest `column_range` of the columns whose bearing falls in each beam (fmin: NaN loses)."""
     cols = np.arange(proj.shape[1])
     bearing = np.where(boundary.hit, proj.bearing[np.where(boundary.hit, boundary.rows, 0), cols],
                        proj.column_far_bearing)
-    ok = ~np.isnan(bearing) & ~np.isnan(boundary.range)
-    beam = np.rint((bearing[ok] - proj.scan_angle_min) / proj.scan_increment).astype(np.intp)
-    np.clip(beam, 0, proj.scan_beams - 1, out=beam)
+    ok = ~np.isnan(bearing) & ~np.isnan(column_range)
     ranges = np.full(proj.scan_beams, np.nan, np.float32)
-    np.fmin.at(ranges, beam, boundary.range[ok].astype(np.float32))
+    np.fmin.at(ranges, _beam_of(proj, bearing[ok]), column_range[ok].astype(np.float32))
     return _fill_gaps(ranges)
+
+
+def _beam_of(proj: GroundProjection, bearing: np.ndarray) -> np.ndarray:
+    beam = np.rint((bearing - proj.scan_angle_min) / proj.scan_increment).astype(np.intp)
+    return np.clip(beam, 0, proj.scan_beams - 1, out=beam)
 
 
 def _fill_gaps(ranges: np.ndarray, longest: int = 2) -> np.ndarray:
@@ -170,12 +201,21 @@ def grid_free_distance(data: np.ndarray, *, width: int, height: int, resolution:
 
 def scan_free_distance(ranges: np.ndarray, angle_min: float, angle_increment: float, range_max: float, *,
                        corridor_width: float, corridor_start: float) -> float:
-    """Free metres ahead from the beams' end points inside the corridor; +inf beams clear to range_max."""
+    """Free metres ahead from the beams' end points inside the corridor (segmentation/scan's meaning).
+
+    Without a boundary in the corridor: range_max if a beam down the corridor is +inf (free to
+    range_max), else 0: NaN beams saw nothing (the view ends short of range_max), as the grid's
+    unknown cells, so they clear nothing.
+    """
     r = np.asarray(ranges, np.float64)
     angles = angle_min + angle_increment * np.arange(len(r))
     hits = np.isfinite(r)
-    x, y = r * np.cos(angles), r * np.sin(angles)
+    with np.errstate(invalid="ignore"):
+        x, y = r * np.cos(angles), r * np.sin(angles)
     inside = hits & (np.abs(y) <= corridor_width / 2) & (x >= corridor_start)
     if inside.any():
         return max(float(x[inside].min()) - corridor_start, 0.0)
-    return max(float(range_max) - corridor_start, 0.0)
+    down_corridor = np.abs(range_max * np.sin(angles)) <= corridor_width / 2
+    if (np.isposinf(r) & down_corridor & (np.cos(angles) > 0)).any():
+        return max(float(range_max) - corridor_start, 0.0)
+    return 0.0

@@ -80,7 +80,12 @@ class GroundProjection:
     Arrays (H x W is the output image):
       xy (H, W, 2) float32, range and bearing (H, W) float32: NaN where `valid` is False;
       top_row: the highest row with any valid pixel (rows above never reach the ground);
-      column_far_bearing (W,): bearing of each column's farthest valid pixel (NaN: no ground);
+      column_far_bearing, column_far_range (W,): bearing and range of each column's farthest valid
+        pixel (NaN: no ground); column_sees_max (W,): the column's ground stays in view out to
+        max_range (the pixel above its farthest valid one sees ground beyond max_range or the sky),
+        rather than ending at the image's top edge;
+      blind_range: the largest, over the columns, of the nearest ground a column sees: the ground
+        nearer than this on some bearing is never in view (what a costmap's raytrace_min_range needs);
       scan_angle_min / scan_increment / scan_beams: the LaserScan's beams;
       cell_index, cell_u, cell_v: grid cells seen within max_range and the pixel seeing each.
     """
@@ -103,7 +108,11 @@ class GroundProjection:
         self.valid = valid
         self.xy = xy.astype(np.float32)
         self.range = rng.astype(np.float32)
-        self.bearing = np.arctan2(xy[..., 1], xy[..., 0]).astype(np.float32)
+        # Bearings unwrapped around the view's mean direction: a camera looking back (yaw pi) sees
+        # bearings on both sides of +-pi, and wrapping them would spread its beams over the full circle.
+        raw = np.arctan2(xy[..., 1], xy[..., 0])
+        centre = math.atan2(np.nanmean(np.sin(raw[valid])), np.nanmean(np.cos(raw[valid])))
+        self.bearing = (centre + np.angle(np.exp(1j * (raw - centre)))).astype(np.float32)
         rows_valid = np.flatnonzero(valid.any(axis=1))
         self.top_row = int(rows_valid[0])
         # The farthest valid pixel of each column: its topmost valid row.
@@ -112,6 +121,13 @@ class GroundProjection:
         has = band.any(axis=0)
         far_rows = np.where(has, first + self.top_row, 0)
         self.column_far_bearing = np.where(has, self.bearing[far_rows, np.arange(W)], np.nan).astype(np.float32)
+        self.column_far_range = np.where(has, self.range[far_rows, np.arange(W)], np.nan).astype(np.float32)
+        above = np.maximum(far_rows - 1, 0)
+        self.column_sees_max = has & (far_rows > 0) & np.isfinite(rays[above, np.arange(W)]).all(axis=-1)
+        # The nearest valid pixel of each column: its lowest valid row.
+        near_rows = H - 1 - valid[::-1].argmax(axis=0)
+        near = np.where(has, self.range[near_rows, np.arange(W)], np.nan)
+        self.blind_range = float(np.nanmax(near))
         # LaserScan beams: the bearings the image covers, one beam per column unless an increment is given.
         bearings = self.bearing[valid]
         self.scan_angle_min = float(bearings.min())

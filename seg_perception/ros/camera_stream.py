@@ -158,7 +158,7 @@ class CameraStream:
         labels = seg.labels
         wanted, geometry_wanted = wanted
         drivable = None
-        if wanted["drivable_mask"] or any(geometry_wanted[k] for k in ("scan", "obstacles", "grid")):
+        if wanted["drivable_mask"] or any(geometry_wanted[k] for k in ("scan", "free_scan", "obstacles", "grid")):
             drivable = group_mask(labels, s.drivable_lut)
         pubs = self.pubs
         if wanted["labels"]:

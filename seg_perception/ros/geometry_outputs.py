@@ -61,7 +61,8 @@ GEOMETRY_PARAMETERS: dict[str, tuple[int, object, dict]] = {
         "Seconds a frame waits for its TF transform (when the camera pose comes from TF)"))),
     "max_range": (_D, 30.0, dict(float_range=(0.5, 1000.0), description=(
         "Metres from base_frame's origin beyond which ground points are not used: NaN in points, +inf "
-        "in scan, unknown in grid. Range error grows as X^2/(f h) per row: see docs/planners.md"))),
+        "in scan (where the ground stays in view out to it), where free_scan ends, unknown in grid. "
+        "Range error grows as X^2/(f h) per row: see docs/planners.md"))),
     "points_stride": (_I, 1, dict(int_range=(1, 64), description=(
         "segmentation/points keeps every n-th row and column (1 = the labels' width and height, as "
         "Nav2's semantic segmentation layer needs)"))),
@@ -80,6 +81,8 @@ GEOMETRY_PARAMETERS: dict[str, tuple[int, object, dict]] = {
 }
 #: Seconds between two log lines about the same geometry problem.
 PROBLEM_LOG_PERIOD = 5.0
+#: The outputs that need the ground projection (points first: the rest need the boundary too).
+GROUND_OUTPUTS = ("points", "scan", "free_scan", "obstacles", "grid")
 #: CameraInfo messages kept for pairing by stamp.
 CAMERA_INFO_HISTORY = 60
 
@@ -137,6 +140,33 @@ def build_geometry_settings(values: dict) -> GeometrySettings:
         grid_boundary_cost=int(values["grid_boundary_cost"]))
 
 
+_TF_LOCK = threading.Lock()
+
+
+def shared_tf_buffer(node):
+    """The node's tf2 Buffer, with one TransformListener: shared by its cameras, made on first use.
+
+    The listener's subscriptions are spun by the node's own executor (spin_thread=False):
+    tf2_ros_py's TransformListener(spin_thread=True) would add the whole node to a second executor
+    (transform_listener.py, TransformListener.__init__), and its image callbacks with it.
+    """
+    with _TF_LOCK:
+        tf = getattr(node, "_seg_tf", None)
+        if tf is None:
+            buffer = tf2_ros.Buffer()
+            tf = node._seg_tf = (buffer, tf2_ros.TransformListener(buffer, node, spin_thread=False))
+        return tf[0]
+
+
+def release_tf(node) -> None:
+    """Drop the node's TF listener (its subscriptions), if it has one."""
+    with _TF_LOCK:
+        tf = getattr(node, "_seg_tf", None)
+        if tf is not None:
+            tf[1].unregister()
+            node._seg_tf = None
+
+
 class GeometryProblem(Exception):
     """Why this frame has no geometric outputs; `key` groups it for the rate-limited log."""
 
@@ -159,6 +189,7 @@ class GeometryOutputs:
         self.pub_info = make(CameraInfo, prefix + "camera_info", out_qos)
         self.pub_points = make(PointCloud2, prefix + "points", out_qos)
         self.pub_scan = make(LaserScan, prefix + "scan", out_qos)
+        self.pub_free_scan = make(LaserScan, prefix + "free_scan", out_qos)
         self.pub_obstacles = make(PointCloud2, prefix + "obstacles", out_qos)
         self.pub_grid = make(OccupancyGrid, prefix + "grid", out_qos)
         self.label = label
@@ -171,14 +202,13 @@ class GeometryOutputs:
         self._projection_key = None
         self._projection: GroundProjection | None = None
         self._cloud: OrganizedCloud | None = None
-        self._tf_buffer = None
-        self._tf_listener = None
         self._log = ThrottledWarnings(lambda text: node.get_logger().warning(text), period=PROBLEM_LOG_PERIOD,
                                       repeats="more frames since the last report")
         self.lock = threading.Lock()
         self.state = (DiagnosticStatus.OK, "no subscribers to the geometric outputs")
         self.counts = dict(published=0, unpaired=0, problems=0)
         self.recent_ms: list[float] = []
+        self.blind_range = float("nan")
 
     # -- inputs ---------------------------------------------------------------------
     def open_input(self, info_qos) -> None:
@@ -194,11 +224,10 @@ class GeometryOutputs:
             self._infos.clear()
 
     def close_outputs(self) -> None:
-        for pub in (self.pub_info, self.pub_points, self.pub_scan, self.pub_obstacles, self.pub_grid):
+        for pub in (self.pub_info, self.pub_points, self.pub_scan, self.pub_free_scan, self.pub_obstacles,
+                    self.pub_grid):
             self.node.destroy_publisher(pub)
-        if self._tf_listener is not None:
-            self._tf_listener.unregister()
-            self._tf_listener = self._tf_buffer = None
+        release_tf(self.node)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_cond:
@@ -247,12 +276,12 @@ class GeometryOutputs:
         if tf2_ros is None:
             raise GeometryProblem("extrinsics", "no camera pose: set camera_position and camera_rpy "
                                   "(tf2_ros is not installed, so TF cannot give it)")
-        if self._tf_buffer is None:
-            self._tf_buffer = tf2_ros.Buffer()
-            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self.node, spin_thread=True)
+        buffer = shared_tf_buffer(self.node)
         try:
-            tf = self._tf_buffer.lookup_transform(settings.base_frame, header.frame_id, Time.from_msg(header.stamp),
-                                                  timeout=Duration(seconds=settings.tf_timeout))
+            # Buffer.can_transform (tf2_ros_py buffer.py) polls with sleeps on the system clock: this runs on
+            # a worker thread, so the node's executor keeps feeding /tf meanwhile.
+            tf = buffer.lookup_transform(settings.base_frame, header.frame_id, Time.from_msg(header.stamp),
+                                         timeout=Duration(seconds=settings.tf_timeout))
         except tf2_ros.TransformException as exc:
             raise GeometryProblem("tf", f"TF lookup {settings.base_frame} <- '{header.frame_id}' failed: "
                                   f"{exc}") from None
@@ -282,7 +311,7 @@ class GeometryOutputs:
     def wanted(self) -> dict[str, bool]:
         return {name: pub.get_subscription_count() > 0 for name, pub in (
             ("camera_info", self.pub_info), ("points", self.pub_points), ("scan", self.pub_scan),
-            ("obstacles", self.pub_obstacles), ("grid", self.pub_grid))}
+            ("free_scan", self.pub_free_scan), ("obstacles", self.pub_obstacles), ("grid", self.pub_grid))}
 
     def process(self, header: Header, labels: np.ndarray, confidence: np.ndarray | None, drivable: np.ndarray | None,
                 obstacle_lut: np.ndarray, image_size: tuple[int, int], settings: GeometrySettings,
@@ -307,7 +336,7 @@ class GeometryOutputs:
             out_camera = camera.scaled(width, height)
             if wanted["camera_info"]:
                 self.pub_info.publish(messages.camera_info(out_camera, header))
-            if any(wanted[k] for k in ("points", "scan", "obstacles", "grid")):
+            if any(wanted.get(k) for k in GROUND_OUTPUTS):
                 self._publish_ground(header, labels, confidence, drivable, obstacle_lut, out_camera, settings, wanted)
         except GeometryProblem as problem:
             self._problem(problem)
@@ -334,11 +363,14 @@ class GeometryOutputs:
             if self._cloud is None:
                 self._cloud = OrganizedCloud(proj)
             self.pub_points.publish(messages.organized_cloud(self._cloud, labels, confidence, geo_header))
-        if not (wanted["scan"] or wanted["obstacles"] or wanted["grid"]):
+        self.blind_range = proj.blind_range
+        if not any(wanted.get(k) for k in GROUND_OUTPUTS[1:]):
             return
         boundary = free_space.find_boundary(proj, labels, drivable)
-        if wanted["scan"]:
+        if wanted.get("scan"):
             self.pub_scan.publish(messages.scan(free_space.scan_ranges(proj, boundary), proj, geo_header))
+        if wanted.get("free_scan"):
+            self.pub_free_scan.publish(messages.free_scan(free_space.free_ranges(proj, boundary), proj, geo_header))
         if wanted["obstacles"]:
             cols = free_space.obstacle_columns(boundary, obstacle_lut)
             conf = confidence[boundary.rows[cols], cols] if confidence is not None else np.zeros(len(cols), np.uint8)
@@ -376,5 +408,6 @@ class GeometryOutputs:
             ("frames_without_paired_camera_info_total", str(counts["unpaired"])),
             ("frames_skipped_total", str(counts["problems"])),
             ("geometry_mean_ms", f"{np.mean(ms):.2f}" if ms else "nan"),
+            ("blind_range_m", f"{self.blind_range:.2f}"),
         )]
         return status

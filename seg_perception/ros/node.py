@@ -17,7 +17,8 @@ namespace never collide, and a second node of the same name refuses to start):
   out  segmentation/overlay        rgb8, class colours blended over the frame
   out  segmentation/camera_info    CameraInfo of the label images (their size; K, P scaled)
   out  segmentation/points         PointCloud2, organized like the labels: ground point per pixel
-  out  segmentation/scan           LaserScan in base_frame: the free-space boundary
+  out  segmentation/scan           LaserScan in base_frame: the free-space boundary (marks)
+  out  segmentation/free_scan      LaserScan in base_frame: how far the ground was seen free (clears)
   out  segmentation/obstacles      PointCloud2: contact points of obstacle classes
   out  segmentation/grid           OccupancyGrid in base_frame: one frame's free space
   out  /diagnostics                diagnostic_msgs/DiagnosticArray
@@ -455,8 +456,11 @@ class SegmentationMixin:
             self.streams = [CameraStream(self, image_topic="image", info_topic="camera_info", prefix="~/",
                                          out_qos=out_qos, make_publisher=self._make_publisher)]
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.pub_label_info = publish_label_info(self, self.segmenter.classes)
-        self._outputs = [p for p in (self.pub_diagnostics, self.pub_label_info) if p is not None]
+        # label_info beside each camera's labels (the semantic layer reads it from the labels' namespace),
+        # and under the node's own name as before.
+        prefixes = ["~/"] + [output_prefix(t, self.get_name()) for t in ro["cameras"]]
+        self.pub_label_info = [publish_label_info(self, self.segmenter.classes, prefix) for prefix in prefixes]
+        self._outputs = [p for p in (self.pub_diagnostics, *self.pub_label_info) if p is not None]
 
     def open_inputs(self) -> None:
         ro = self._ro
@@ -681,7 +685,7 @@ def _qos(reliability: str, depth: int) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
-def publish_label_info(node: Node, classes: ClassTable):
+def publish_label_info(node: Node, classes: ClassTable, prefix: str = "~/"):
     """Latch the class table on segmentation/label_info (vision_msgs/LabelInfo, transient local), as
     Nav2's semantic segmentation layer reads it; only where vision_msgs is installed.
     """
@@ -691,7 +695,7 @@ def publish_label_info(node: Node, classes: ClassTable):
         return None
     latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    pub = node.create_publisher(LabelInfo, "~/label_info", latched)
+    pub = node.create_publisher(LabelInfo, prefix + "label_info", latched)
     msg = LabelInfo(class_map=[VisionClass(class_id=i, class_name=n) for i, n in enumerate(classes.names)])
     msg.header.stamp = node.get_clock().now().to_msg()
     pub.publish(msg)

@@ -61,11 +61,30 @@ def obstacle_cloud(xy: np.ndarray, labels: np.ndarray, confidence: np.ndarray, z
     return cloud(points, header, organized=False)
 
 
+#: free_scan's range_max lies this far beyond max_range: laser_geometry keeps only ranges below
+#: range_max (laser_geometry.cpp, LaserProjection::projectLaser_), and a beam that sees ground out
+#: to max_range has the range max_range.
+FREE_SCAN_RANGE_MARGIN = 0.01
+
+
 def scan(ranges: np.ndarray, proj: GroundProjection, header: Header, scan_time: float = 0.0) -> LaserScan:
+    """segmentation/scan: range_min the nearest ground in view, range_max = max_range."""
+    return _scan(ranges, proj, header, scan_time, range_min=max(proj.range_min - 1e-3, 0.0),
+                 range_max=proj.max_range)
+
+
+def free_scan(ranges: np.ndarray, proj: GroundProjection, header: Header, scan_time: float = 0.0) -> LaserScan:
+    """segmentation/free_scan: range_min the blind range (a costmap's raytrace_min_range for this camera)."""
+    return _scan(ranges, proj, header, scan_time, range_min=max(proj.blind_range - 1e-3, 0.0),
+                 range_max=proj.max_range + FREE_SCAN_RANGE_MARGIN)
+
+
+def _scan(ranges, proj: GroundProjection, header: Header, scan_time: float, *, range_min: float,
+          range_max: float) -> LaserScan:
     return LaserScan(header=header, angle_min=float(proj.scan_angle_min),
                      angle_max=float(proj.scan_angle_min + proj.scan_increment * (proj.scan_beams - 1)),
                      angle_increment=float(proj.scan_increment), time_increment=0.0, scan_time=float(scan_time),
-                     range_min=float(max(proj.range_min - 1e-3, 0.0)), range_max=float(proj.max_range),
+                     range_min=float(range_min), range_max=float(range_max),
                      ranges=packed(ranges, "f"), intensities=array.array("f"))
 
 
