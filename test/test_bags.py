@@ -316,9 +316,12 @@ def test_replay_keeps_its_arguments_from_rcl_and_answers_as_a_node(small_bag, tm
         rclpy.try_shutdown(context=ctx)
 
     def replay(*extra):
+        # SIGINT's default action restored: a test run started in the background ignores SIGINT, and so
+        # would the processes it starts (Python keeps an inherited SIG_IGN)
         return subprocess.Popen([sys.executable, "-m", "seg_perception.cli", "replay", str(small_bag), "--loop",
                                  "--no-progress", *extra], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     procs = [replay("--remap", "/camera/image_raw:=/a/image"), replay(),
              replay("--ros-args", "-r", "__node:=front_replay")]
