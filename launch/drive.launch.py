@@ -112,7 +112,7 @@ def generate_launch_description() -> LaunchDescription:
                         "down); give it with camera_position; empty = params_file's, or TF"),
         DeclareLaunchArgument(
             "use_sim_time", default_value="false", choices=["true", "false"],
-            description="Use the /clock topic (simulation, bag replay with --clock) as every node's clock; the "
+            description="Use the /clock topic (simulation, ros2 bag play --clock) as every node's clock; the "
                         "outputs carry their input frame's stamp either way"),
         DeclareLaunchArgument(
             "managed", default_value="false", choices=["true", "false"],
