@@ -38,8 +38,7 @@ from ..inference.input_size import network_size
 from ..inference.segmenter import INT8_SUFFIX, SHIPPED_MODELS, resolve_model, shipped_model_path, sibling_model
 from .datasets import DatasetError
 from .losses import SegmentationLoss, class_weights_from_counts
-from .models import class_probabilities
-from .pseudo_labels import ThresholdPolicy, pseudo_label
+from .pseudo_labels import ThresholdPolicy, pseudo_label, top_class
 from .training import AugmentedPairs
 from .transforms import normalise, train_transform
 from .unlabelled import UnlabelledFrames, read_unlabelled
@@ -173,12 +172,9 @@ def _views(img: np.ndarray) -> list[tuple[np.ndarray, callable]]:
             (dull, lambda lab: lab)]
 
 
-@torch.no_grad()
-def predict(model, img: np.ndarray, info: ModelInfo, device="cpu", flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    x = normalise(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(device), info.mean, info.std)
-    probs = class_probabilities(model, x, flip=flip)[0]
-    conf, lab = probs.max(0)
-    return conf.cpu().numpy(), lab.to(torch.uint8).cpu().numpy()
+def predict(model, img: np.ndarray, info: ModelInfo, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(top-class confidence, labels) of one frame, normalised as the model was trained."""
+    return top_class(model, img, info.mean, info.std, device=device)
 
 
 @torch.no_grad()

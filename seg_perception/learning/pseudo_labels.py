@@ -65,22 +65,24 @@ def apply_thresholds(confidence: np.ndarray, labels: np.ndarray, thresholds: np.
 
 
 @torch.no_grad()
+def top_class(model: torch.nn.Module, img: np.ndarray, mean, std, *, flip: bool = False,
+              device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(top-class confidence float32, labels uint8) of one HxWx3 uint8 RGB frame at its own size."""
+    from .models import class_probabilities
+    from .transforms import normalise
+    x = normalise(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(device), mean, std)
+    conf, lab = class_probabilities(model, x, flip=flip)[0].max(0)
+    return conf.cpu().numpy().astype(np.float32), lab.to(torch.uint8).cpu().numpy()
+
+
 def teacher_predictions(model: torch.nn.Module, images: list[np.ndarray], mean, std, *, flip: bool = True,
                         device="cpu", progress: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(top-class confidence float32, labels uint8) of each frame at its own size."""
     from tqdm import tqdm
-
-    from .models import class_probabilities
-    from .transforms import normalise
     model.eval()
-    confs, labs = [], []
-    for img in tqdm(images, desc="pseudo-labels", leave=False, file=sys.stderr, disable=not progress):
-        x = normalise(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(device), mean, std)
-        probs = class_probabilities(model, x, flip=flip)[0]
-        conf, lab = probs.max(0)
-        confs.append(conf.cpu().numpy().astype(np.float32))
-        labs.append(lab.to(torch.uint8).cpu().numpy())
-    return confs, labs
+    out = [top_class(model, img, mean, std, flip=flip, device=device)
+           for img in tqdm(images, desc="pseudo-labels", leave=False, file=sys.stderr, disable=not progress)]
+    return [c for c, _ in out], [lab for _, lab in out]
 
 
 @dataclass

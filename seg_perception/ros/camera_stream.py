@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..inference.masks import group_mask, overlay
-from .geometry_outputs import GeometryOutputs
+from .geometry_outputs import BOUNDARY_OUTPUTS, GeometryOutputs
 from .ros_image import compressed_to_rgb, image_to_rgb, make_image
 
 IMAGE_OUTPUTS = ("labels", "drivable_mask", "obstacle_mask", "confidence", "overlay")
@@ -158,7 +158,7 @@ class CameraStream:
         labels = seg.labels
         wanted, geometry_wanted = wanted
         drivable = None
-        if wanted["drivable_mask"] or any(geometry_wanted[k] for k in ("scan", "free_scan", "obstacles", "grid")):
+        if wanted["drivable_mask"] or any(geometry_wanted[k] for k in BOUNDARY_OUTPUTS):
             drivable = group_mask(labels, s.drivable_lut)
         pubs = self.pubs
         if wanted["labels"]:

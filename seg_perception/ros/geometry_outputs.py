@@ -81,8 +81,10 @@ GEOMETRY_PARAMETERS: dict[str, tuple[int, object, dict]] = {
 }
 #: Seconds between two log lines about the same geometry problem.
 PROBLEM_LOG_PERIOD = 5.0
-#: The outputs that need the ground projection (points first: the rest need the boundary too).
-GROUND_OUTPUTS = ("points", "scan", "free_scan", "obstacles", "grid")
+#: The outputs made from the free-space boundary, which needs the drivable mask.
+BOUNDARY_OUTPUTS = ("scan", "free_scan", "obstacles", "grid")
+#: The outputs that need the ground projection.
+GROUND_OUTPUTS = ("points", *BOUNDARY_OUTPUTS)
 #: CameraInfo messages kept for pairing by stamp.
 CAMERA_INFO_HISTORY = 60
 
@@ -336,7 +338,7 @@ class GeometryOutputs:
             out_camera = camera.scaled(width, height)
             if wanted["camera_info"]:
                 self.pub_info.publish(messages.camera_info(out_camera, header))
-            if any(wanted.get(k) for k in GROUND_OUTPUTS):
+            if any(wanted[k] for k in GROUND_OUTPUTS):
                 self._publish_ground(header, labels, confidence, drivable, obstacle_lut, out_camera, settings, wanted)
         except GeometryProblem as problem:
             self._problem(problem)
@@ -364,12 +366,12 @@ class GeometryOutputs:
                 self._cloud = OrganizedCloud(proj)
             self.pub_points.publish(messages.organized_cloud(self._cloud, labels, confidence, geo_header))
         self.blind_range = proj.blind_range
-        if not any(wanted.get(k) for k in GROUND_OUTPUTS[1:]):
+        if not any(wanted[k] for k in BOUNDARY_OUTPUTS):
             return
         boundary = free_space.find_boundary(proj, labels, drivable)
-        if wanted.get("scan"):
+        if wanted["scan"]:
             self.pub_scan.publish(messages.scan(free_space.scan_ranges(proj, boundary), proj, geo_header))
-        if wanted.get("free_scan"):
+        if wanted["free_scan"]:
             self.pub_free_scan.publish(messages.free_scan(free_space.free_ranges(proj, boundary), proj, geo_header))
         if wanted["obstacles"]:
             cols = free_space.obstacle_columns(boundary, obstacle_lut)
